@@ -1,0 +1,63 @@
+"""The public verbs. Each hides the model internals; the CLI is a thin layer over these."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .config import SubnetConfig, SupernetConfig, preset
+from .errors import ConfigError
+
+
+def build_supernet(name_or_cfg: str | SupernetConfig = "tiny", groups: int = 1, seed: int | None = 0):
+    """A randomly initialised Supernet from a preset name or a SupernetConfig (eval mode)."""
+    import torch
+
+    from .model.supernet import Supernet
+
+    cfg = preset(name_or_cfg) if isinstance(name_or_cfg, str) else name_or_cfg
+    if seed is not None:
+        torch.manual_seed(seed)
+    return Supernet(cfg, groups=groups).eval()
+
+
+def load_supernet(checkpoint: str | Path | None = None, preset_name: str | None = None, groups: int | None = None):
+    """Load a checkpoint, or build a preset with random weights. Exactly one of the two."""
+    from .checkpoint import load_supernet as _load
+
+    if (checkpoint is None) == (preset_name is None):
+        raise ConfigError("give exactly one of --checkpoint or --preset")
+    if checkpoint is not None:
+        return _load(Path(checkpoint), groups=groups)
+    return build_supernet(preset_name, groups=groups or 1)
+
+
+def subnet_cost(cfg: SupernetConfig, subnet: SubnetConfig | str):
+    from .model.cost import subnet_cost as _cost
+
+    s = SubnetConfig.parse(subnet, cfg) if isinstance(subnet, str) else subnet.check(cfg)
+    return _cost(cfg, s)
+
+
+def export_onnx(net, subnet: SubnetConfig | str, out: str | Path, check: bool = True, tol: float = 1e-4):
+    """Export one subnet of `net` to ONNX (contract in edgedet.model.export), verified with ONNX Runtime."""
+    from .model.export import export_onnx as _export
+
+    s = SubnetConfig.parse(subnet, net.cfg) if isinstance(subnet, str) else subnet.check(net.cfg)
+    module = net.extract(s)
+    return _export(module, Path(out), class_names=net.cfg.class_names, check=check, tol=tol)
+
+
+def supernet_info(cfg: SupernetConfig) -> dict:
+    """Config, knob values, extremes with their FLOPs and params."""
+    from .model.cost import subnet_cost as _cost
+
+    small, large = cfg.smallest(), cfg.largest()
+    ext = {}
+    for tag, s in (("smallest", small), ("largest", large)):
+        c = _cost(cfg, s)
+        ext[tag] = {"id": s.id, "gflops": round(c.gflops, 3), "params_m": round(c.params / 1e6, 3)}
+    return {
+        "config": cfg.model_dump(),
+        "space": {"patch": cfg.patch_sizes, "resolution": cfg.resolutions, "windows": cfg.windows,
+                  "dec_layers": cfg.dec_depths, "queries": cfg.query_counts},
+        **ext,
+    }

@@ -1,0 +1,127 @@
+"""Supernet checkpoints: one safetensors file whose metadata holds the JSON config. Nothing is ever unpickled."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .config import SupernetConfig
+from .errors import CheckpointError
+
+FORMAT = "edgedet-supernet"
+VERSION = 1
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call write(tmp_path) then rename onto `path`, so readers never see a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save_supernet(net, path: Path, meta: dict | None = None, inference: bool = True) -> Path:
+    """Write `net` (a Supernet) to `path`. inference=True keeps only query group 0 (what extract/export use)."""
+    from safetensors.torch import save_file
+
+    sd = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
+    groups = net.groups
+    if inference and groups > 1:
+        nq = net.cfg.num_queries
+        sd = {k: v for k, v in sd.items() if not (k.startswith("query_select.") and not k.startswith("query_select.0."))}
+        sd["query_feat"] = sd["query_feat"][:nq].clone()
+        sd["refpoint_embed"] = sd["refpoint_embed"][:nq].clone()
+        groups = 1
+    header = {"format": FORMAT, "version": str(VERSION), "config": net.cfg.model_dump_json(), "groups": str(groups),
+              "meta": json.dumps(meta or {}, sort_keys=True)}
+    atomic_write(Path(path), lambda tmp: save_file(sd, str(tmp), metadata=header))
+    return Path(path)
+
+
+def read_header(path: Path) -> tuple[SupernetConfig, int, dict]:
+    """(config, groups, user metadata) of a checkpoint, without loading tensors."""
+    from pydantic import ValidationError
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a safetensors checkpoint ({str(e).splitlines()[0][:120]})") from None
+    if header.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: safetensors file without edgedet supernet metadata (format={header.get('format')!r});"
+                              " import foreign weights with 'edgedet import' or load a backbone with --backbone")
+    try:
+        cfg = SupernetConfig.model_validate_json(header["config"])
+        return cfg, int(header.get("groups", "1")), json.loads(header.get("meta", "{}"))
+    except (ValidationError, KeyError, ValueError) as e:
+        raise CheckpointError(f"{path}: invalid config in checkpoint metadata ({str(e).splitlines()[0][:160]})") from None
+
+
+def load_supernet(path: Path, groups: int | None = None):
+    """Load a Supernet (eval mode). groups: build with this many query groups (training); extra groups beyond the
+    checkpoint's are initialised from group 0."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from .model.supernet import Supernet
+
+    cfg, ck_groups, meta = read_header(path)
+    try:
+        sd = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: corrupt checkpoint ({str(e).splitlines()[0][:120]})") from None
+    net = Supernet(cfg, groups=ck_groups)
+    load_state(net, sd, path)
+    if groups is not None and groups != ck_groups:
+        net = regroup(net, groups)
+    net.meta = meta
+    return net.eval()
+
+
+def load_state(net: torch.nn.Module, sd: dict, path: Path | str) -> None:
+    own = net.state_dict()
+    missing = sorted(set(own) - set(sd))
+    extra = sorted(set(sd) - set(own))
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing tensor(s) (e.g. {missing[0]})")
+        if extra:
+            parts.append(f"{len(extra)} unexpected tensor(s) (e.g. {extra[0]})")
+        raise CheckpointError(f"{path}: checkpoint does not match its config: " + ", ".join(parts))
+    for k, v in sd.items():
+        if tuple(v.shape) != tuple(own[k].shape):
+            raise CheckpointError(f"{path}: tensor {k} has shape {tuple(v.shape)}, config expects {tuple(own[k].shape)}")
+    net.load_state_dict(sd, strict=True)
+
+
+def regroup(net, groups: int):
+    """A copy of `net` with `groups` query groups; new groups start as copies of group 0."""
+    from .model.supernet import Supernet
+
+    new = Supernet(net.cfg, groups=groups)
+    sd = net.state_dict()
+    nq = net.cfg.num_queries
+    out = {}
+    for k, v in new.state_dict().items():
+        if k in ("query_feat", "refpoint_embed"):
+            out[k] = sd[k][:nq].repeat(groups, 1)
+        elif k.startswith("query_select."):
+            out[k] = sd["query_select.0." + k.split(".", 2)[2]]
+        else:
+            out[k] = sd[k]
+    new.load_state_dict(out)
+    return new

@@ -1,0 +1,113 @@
+"""The `edgedet` command. Each command is a thin call into the API; user errors print one line and exit 2."""
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(help="edgedet: weight-sharing DETR supernets, hardware-in-the-loop search, compiled edge fronts.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+data_app = typer.Typer(help="Datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+def _fail(msg: str) -> None:
+    typer.echo(f"error: {msg}", err=True)
+    raise typer.Exit(2)
+
+
+def user_errors(fn):
+    """Turn EdgedetError (bad input: file, field, value) into one line on stderr and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*a, **kw):
+        from .errors import EdgedetError
+
+        try:
+            return fn(*a, **kw)
+        except EdgedetError as e:
+            _fail(str(e))
+        except KeyboardInterrupt:
+            typer.echo("interrupted", err=True)
+            raise typer.Exit(130)
+
+    return wrapper
+
+
+CheckpointOpt = typer.Option(None, "--checkpoint", "-c", help="Supernet checkpoint (.safetensors).")
+PresetOpt = typer.Option(None, "--preset", help="Randomly initialised preset instead: tiny, nano, small, medium.")
+
+
+@app.command()
+@user_errors
+def info(checkpoint: Optional[Path] = CheckpointOpt, preset: Optional[str] = PresetOpt,
+         as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+    """Supernet config, its search space, and FLOPs/params of the smallest and largest subnets."""
+    from .api import supernet_info
+    from .checkpoint import read_header
+    from .config import preset as get_preset
+    from .errors import ConfigError
+
+    if (checkpoint is None) == (preset is None):
+        raise ConfigError("give exactly one of --checkpoint or --preset")
+    cfg = read_header(checkpoint)[0] if checkpoint else get_preset(preset)
+    rep = supernet_info(cfg)
+    if as_json:
+        typer.echo(json.dumps(rep, indent=1))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console()
+    c = rep["config"]
+    con.print(f"[bold]supernet[/bold] {c['name']}: ViT {c['embed_dim']}d x {c['depth']} blocks "
+              f"({c['num_heads']} heads, native patch {c['patch_size']}), taps {c['taps']}, global blocks "
+              f"{c['global_blocks']}, projector {c['levels']} -> {c['hidden_dim']}, decoder {c['dec_layers']} layers, "
+              f"{c['num_queries']} queries, {c['num_classes']} classes")
+    t = Table(title="search space (knob values)")
+    t.add_column("knob")
+    t.add_column("values")
+    for k, v in rep["space"].items():
+        t.add_row(k, ", ".join(map(str, v)))
+    con.print(t)
+    t = Table(title="extremes")
+    for col in ("", "subnet", "GFLOPs", "params (M)"):
+        t.add_column(col)
+    for tag in ("smallest", "largest"):
+        e = rep[tag]
+        t.add_row(tag, e["id"], f"{e['gflops']:.2f}", f"{e['params_m']:.2f}")
+    con.print(t)
+
+
+@app.command()
+@user_errors
+def export(subnet: str = typer.Option(..., "--subnet", "-s", help="Subnet id, e.g. p16-r384-w2-d3-q100."),
+           output: Path = typer.Option(..., "-o", "--output", help="Output .onnx path."),
+           checkpoint: Optional[Path] = CheckpointOpt, preset: Optional[str] = PresetOpt,
+           no_check: bool = typer.Option(False, "--no-check", help="Skip the ONNX Runtime vs torch check.")):
+    """Export one subnet to ONNX (images [B,3,R,R] RGB 0..1 -> boxes cxcywh, logits), checked with ONNX Runtime."""
+    from .api import export_onnx, load_supernet
+    from .config import SubnetConfig
+    from .config import preset as get_preset
+    from .checkpoint import read_header
+
+    cfg = read_header(checkpoint)[0] if checkpoint else (get_preset(preset) if preset else None)
+    if cfg is not None:
+        SubnetConfig.parse(subnet, cfg)  # fail fast, before loading weights
+    net = load_supernet(checkpoint, preset)
+    res = export_onnx(net, subnet, output, check=not no_check)
+    diffs = ", ".join(f"{k} {v:.1e}" for k, v in res.max_abs_diff.items()) or "not checked"
+    typer.echo(f"wrote {res.path} ({res.size_bytes / 1e6:.1f} MB, opset {res.opset}, subnet {res.subnet}; "
+               f"ONNX Runtime vs torch max abs diff: {diffs})")
+
+
+def main() -> None:
+    app(prog_name="edgedet")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

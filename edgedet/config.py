@@ -1,0 +1,248 @@
+"""Typed configuration: supernet architecture, subnet ids, and YAML loading with field-level errors.
+
+Only small build functions read these objects; modules take plain constructor arguments.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import ConfigError, SubnetError
+
+Level = Literal["P3", "P4", "P5"]
+LEVEL_SCALE = {"P3": 2.0, "P4": 1.0, "P5": 0.5}  # size of the level relative to the ViT token grid
+
+
+def level_grid(grid: int, level: str) -> int:
+    """Side of a projector level's map for a ViT token grid side `grid` (P5: stride-2 3x3 conv, padding 1)."""
+    return {"P3": 2 * grid, "P4": grid, "P5": (grid + 1) // 2}[level]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SupernetConfig(_Strict):
+    """Architecture of a weight-sharing supernet plus the knob values it was trained for.
+
+    Backbone: DINOv2-layout ViT with native patch size `patch_size`, a learned `pos_grid` x `pos_grid` position grid,
+    `global_blocks` (0-based) attending across windows, and feature `taps` (1-based: tap k = output of block k).
+    """
+
+    name: str = "custom"
+    # ViT backbone
+    embed_dim: int = Field(gt=0)
+    depth: int = Field(gt=0)
+    num_heads: int = Field(gt=0)
+    mlp_ratio: float = 4.0
+    patch_size: int = Field(gt=0)
+    pos_grid: int = Field(gt=0)
+    global_blocks: list[int]
+    taps: list[int]
+    pos_antialias: bool = True
+    # projector
+    levels: list[Level] = ["P4"]
+    hidden_dim: int = Field(gt=0)
+    projector_blocks: int = 3
+    # decoder
+    dec_layers: int = Field(ge=0)
+    sa_heads: int = 8
+    ca_heads: int = 16
+    n_points: int = 2
+    ffn_dim: int = 2048
+    num_queries: int = Field(gt=0)
+    num_classes: int = Field(gt=0)
+    class_names: list[str] | None = None
+    # knob values the supernet was trained for (the search space it supports)
+    patch_sizes: list[int]
+    windows: list[int]
+    resolutions: list[int]
+    query_counts: list[int]
+    max_resolution: int = 1280
+
+    @model_validator(mode="after")
+    def _check(self) -> "SupernetConfig":
+        if self.embed_dim % self.num_heads:
+            raise ValueError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+        if self.hidden_dim % self.sa_heads or self.hidden_dim % self.ca_heads:
+            raise ValueError("hidden_dim must be divisible by sa_heads and ca_heads")
+        if not self.taps or any(not 1 <= t <= self.depth for t in self.taps) or self.taps != sorted(set(self.taps)):
+            raise ValueError(f"taps must be increasing block numbers in 1..{self.depth}, got {self.taps}")
+        if any(not 0 <= b < self.depth for b in self.global_blocks):
+            raise ValueError(f"global_blocks must be in 0..{self.depth - 1}, got {self.global_blocks}")
+        if any(q > self.num_queries for q in self.query_counts):
+            raise ValueError(f"query_counts {self.query_counts} exceed num_queries {self.num_queries}")
+        if self.class_names is not None and len(self.class_names) != self.num_classes:
+            raise ValueError(f"{len(self.class_names)} class_names for num_classes {self.num_classes}")
+        return self
+
+    @property
+    def dec_depths(self) -> list[int]:
+        return list(range(self.dec_layers + 1))
+
+    def subnet_ok(self, s: "SubnetConfig") -> list[str]:
+        """Problems of `s` against this supernet, each naming the knob and the valid values ([] if valid)."""
+        out = []
+        if s.patch not in self.patch_sizes:
+            out.append(f"patch size {s.patch} not in trained values {self.patch_sizes}")
+        if s.windows not in self.windows:
+            out.append(f"windows {s.windows} not in trained values {self.windows}")
+        if not 0 <= s.dec_layers <= self.dec_layers:
+            out.append(f"decoder layers {s.dec_layers} not in 0..{self.dec_layers}")
+        if not 1 <= s.queries <= self.num_queries:
+            out.append(f"queries {s.queries} not in 1..{self.num_queries}")
+        mem = sum(level_grid(s.resolution // s.patch, lv) ** 2 for lv in self.levels)
+        if s.queries > mem:
+            out.append(f"queries {s.queries} exceed the {mem} memory positions of this resolution and patch size")
+        step = s.patch * s.windows
+        if s.resolution % step or not step <= s.resolution <= self.max_resolution:
+            lo = [r for r in range(step, self.max_resolution + 1, step) if r >= min(self.resolutions) - 2 * step]
+            out.append(
+                f"resolution {s.resolution} must be a multiple of patch x windows = {step} up to {self.max_resolution}"
+                f" (e.g. {', '.join(map(str, lo[:6]))}, ...)"
+            )
+        return out
+
+    def smallest(self) -> "SubnetConfig":
+        p = max(self.patch_sizes)
+        w = max(self.windows)
+        res = min(r for r in self.resolutions if r % (p * w) == 0) if any(
+            r % (p * w) == 0 for r in self.resolutions) else p * w
+        return SubnetConfig(patch=p, resolution=res, windows=w, dec_layers=0, queries=min(self.query_counts))
+
+    def largest(self) -> "SubnetConfig":
+        p = min(self.patch_sizes)
+        w = min(self.windows)
+        res = max(r for r in self.resolutions if r % (p * w) == 0)
+        return SubnetConfig(patch=p, resolution=res, windows=w, dec_layers=self.dec_layers, queries=self.num_queries)
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(), indent=1, sort_keys=True)
+
+
+_KNOBS = {"p": "patch", "r": "resolution", "w": "windows", "d": "dec_layers", "q": "queries"}
+_ID_RE = re.compile(r"^([a-z]+)(\d+)$")
+
+
+class SubnetConfig(_Strict):
+    """One sub-network of a supernet: `p16-r384-w2-d3-q100` (patch, resolution, windows, decoder layers, queries)."""
+
+    patch: int = Field(gt=0)
+    resolution: int = Field(gt=0)
+    windows: int = Field(gt=0)
+    dec_layers: int = Field(ge=0)
+    queries: int = Field(gt=0)
+
+    @property
+    def id(self) -> str:
+        return f"p{self.patch}-r{self.resolution}-w{self.windows}-d{self.dec_layers}-q{self.queries}"
+
+    def __str__(self) -> str:
+        return self.id
+
+    @property
+    def grid(self) -> int:
+        return self.resolution // self.patch
+
+    @classmethod
+    def parse(cls, text: str, supernet: SupernetConfig | None = None) -> "SubnetConfig":
+        """Parse an id; with `supernet`, also validate it. Raises SubnetError with one clear line."""
+        vals: dict[str, int] = {}
+        for tok in str(text).strip().split("-"):
+            m = _ID_RE.match(tok)
+            if not m:
+                raise SubnetError(f"invalid subnet id {text!r}: token {tok!r} is not <knob><number>; "
+                                  f"expected the form p16-r384-w2-d3-q100")
+            k, v = m.group(1), int(m.group(2))
+            if k not in _KNOBS:
+                raise SubnetError(f"invalid subnet id {text!r}: unknown knob {k!r}; knobs are "
+                                  + ", ".join(f"{a} ({b})" for a, b in _KNOBS.items()))
+            if _KNOBS[k] in vals:
+                raise SubnetError(f"invalid subnet id {text!r}: knob {k!r} given twice")
+            vals[_KNOBS[k]] = v
+        missing = [k for k, n in _KNOBS.items() if n not in vals]
+        if missing:
+            raise SubnetError(f"invalid subnet id {text!r}: missing knob(s) {', '.join(missing)}; "
+                              f"expected the form p16-r384-w2-d3-q100")
+        try:
+            s = cls(**vals)
+        except ValidationError as e:
+            raise SubnetError(f"invalid subnet id {text!r}: {_first_error(e)}") from None
+        if supernet is not None:
+            s.check(supernet)
+        return s
+
+    def check(self, supernet: SupernetConfig) -> "SubnetConfig":
+        problems = supernet.subnet_ok(self)
+        if problems:
+            raise SubnetError(f"subnet {self.id} does not fit supernet '{supernet.name}': " + "; ".join(problems))
+        return self
+
+
+def _first_error(e: ValidationError) -> str:
+    err = e.errors()[0]
+    loc = ".".join(str(x) for x in err.get("loc", ())) or "(root)"
+    val = err.get("input")
+    shown = "" if isinstance(val, dict) else f" (got {val!r})"
+    return f"{loc}: {err['msg']}{shown}"
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def load_model(path: Path | str, model: type[M], data: Any = None) -> M:
+    """Load a YAML/JSON file into `model`; errors name file, field and value in one line (ConfigError)."""
+    path = Path(path)
+    if data is None:
+        if not path.is_file():
+            raise ConfigError(f"{path}: file not found")
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at top level, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(f"{path}: {_first_error(e)}") from None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Presets. nano/small/medium carry the released RF-DETR dimensions (ViT-S/16 windowed DINOv2, 256 hidden, P4 only).
+
+def _rfdetr(name: str, res: int, dec: int) -> SupernetConfig:
+    step = 32
+    return SupernetConfig(
+        name=name, embed_dim=384, depth=12, num_heads=6, patch_size=16, pos_grid=res // 16,
+        global_blocks=[3, 6, 9], taps=[3, 6, 9, 12], levels=["P4"], hidden_dim=256, projector_blocks=3,
+        dec_layers=dec, sa_heads=8, ca_heads=16, n_points=2, ffn_dim=2048, num_queries=300, num_classes=91,
+        patch_sizes=[16], windows=[1, 2, 4],
+        resolutions=[(res // step + k) * step for k in range(-5, 6)], query_counts=[50, 100, 200, 300],
+    )
+
+
+PRESETS: dict[str, SupernetConfig] = {
+    # Small enough to train and search on 2 CPU cores (tests, demo).
+    "tiny": SupernetConfig(
+        name="tiny", embed_dim=128, depth=6, num_heads=4, patch_size=16, pos_grid=24,
+        global_blocks=[2, 4], taps=[2, 4, 6], levels=["P3", "P4"], hidden_dim=128, projector_blocks=1,
+        dec_layers=3, sa_heads=4, ca_heads=8, n_points=2, ffn_dim=512, num_queries=100, num_classes=6,
+        patch_sizes=[12, 16, 24], windows=[1, 2], resolutions=[192, 288, 384], query_counts=[25, 50, 100],
+        max_resolution=768,
+    ),
+    "nano": _rfdetr("nano", 384, 2),
+    "small": _rfdetr("small", 512, 3),
+    "medium": _rfdetr("medium", 576, 4),
+}
+
+
+def preset(name: str) -> SupernetConfig:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; presets are {', '.join(PRESETS)}")
+    return PRESETS[name]
