@@ -29,11 +29,15 @@ def atomic_write(path: Path, write) -> None:
             os.unlink(tmp)
 
 
-def save_supernet(net, path: Path, meta: dict | None = None, inference: bool = True) -> Path:
-    """Write `net` (a Supernet) to `path`. inference=True keeps only query group 0 (what extract/export use)."""
+def save_supernet(net, path: Path, meta: dict | None = None, inference: bool = True,
+                  dtype: torch.dtype | None = None) -> Path:
+    """Write `net` (a Supernet) to `path`. inference=True keeps only query group 0 (what extract/export use);
+    dtype=torch.float16 halves the file (loading casts back to the model's float32)."""
     from safetensors.torch import save_file
 
     sd = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}
+    if dtype is not None:
+        sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in sd.items()}
     groups = net.groups
     if inference and groups > 1:
         nq = net.cfg.num_queries

@@ -105,6 +105,57 @@ def export(subnet: str = typer.Option(..., "--subnet", "-s", help="Subnet id, e.
                f"ONNX Runtime vs torch max abs diff: {diffs})")
 
 
+@data_app.command("synth")
+@user_errors
+def data_synth(out: Path = typer.Option(..., "--out", "-o", help="Output folder (Roboflow COCO layout)."),
+               train: int = typer.Option(2000, "--train", help="Training images."),
+               val: int = typer.Option(200, "--val", help="Validation images."),
+               seed: int = typer.Option(0, "--seed"),
+               size: int = typer.Option(320, "--size", help="Image side in pixels.")):
+    """Write a deterministic synthetic COCO dataset (shapes, textures, clutter, occlusion, lighting)."""
+    from rich.progress import Progress
+
+    from .data.synthetic import generate
+
+    with Progress(transient=True) as bar:
+        task = bar.add_task("rendering", total=train + val)
+        info = generate(out, train, val, seed=seed, image_size=size,
+                        progress=lambda done, total: bar.update(task, completed=done, total=total))
+    typer.echo(f"wrote {out}: {json.dumps(info)}")
+
+
+@app.command()
+@user_errors
+def train(data: Path = typer.Option(..., "--data", help="COCO dataset folder (train/ and valid/ with "
+                                                      "_annotations.coco.json)."),
+          out: Path = typer.Option(..., "--out", "-o", help="Run folder, e.g. runs/train/NAME."),
+          preset: str = typer.Option("tiny", "--preset"),
+          space: Optional[Path] = typer.Option(None, "--space", help="Search space YAML the steps sample from."),
+          epochs: int = typer.Option(10, "--epochs"),
+          batch_size: int = typer.Option(8, "--batch-size"),
+          accum: int = typer.Option(1, "--accum", help="Gradient accumulation steps."),
+          lr: float = typer.Option(2e-4, "--lr"),
+          groups: int = typer.Option(4, "--groups", help="Group-DETR query groups in training."),
+          warmup: int = typer.Option(200, "--warmup", help="Linear warm-up steps."),
+          workers: int = typer.Option(1, "--workers"),
+          seed: int = typer.Option(0, "--seed"),
+          max_steps: Optional[int] = typer.Option(None, "--max-steps"),
+          backbone: Optional[Path] = typer.Option(None, "--backbone", help="DINOv2 weights for the ViT (torch-hub "
+                                                                        "or Hugging Face file)."),
+          resume: bool = typer.Option(False, "--resume", help="Continue from OUT/last.safetensors."),
+          log_every: int = typer.Option(20, "--log-every", help="Steps between lines of OUT/log.jsonl."),
+          save_rank_states: bool = typer.Option(False, "--save-rank-states", hidden=True)):
+    """Train a weight-sharing supernet: every step samples one subnet of the space uniformly."""
+    from .train.engine import TrainConfig, train as run_train
+
+    cfg = TrainConfig(data=str(data), out=str(out), preset=preset, space=str(space) if space else None,
+                      epochs=epochs, batch_size=batch_size, accum=accum, lr=lr, groups=groups, warmup_steps=warmup,
+                      workers=workers, seed=seed, max_steps=max_steps, backbone=str(backbone) if backbone else None,
+                      resume=resume, log_every=log_every, save_rank_states=save_rank_states)
+    path = run_train(cfg)
+    typer.echo(f"wrote {path}")
+
+
 def main() -> None:
     app(prog_name="edgedet")
 

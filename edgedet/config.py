@@ -246,3 +246,47 @@ def preset(name: str) -> SupernetConfig:
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; presets are {', '.join(PRESETS)}")
     return PRESETS[name]
+
+
+class SearchSpace(_Strict):
+    """Values of each knob (search/*.yaml). Combinations that do not fit the supernet are skipped."""
+
+    patch: list[int]
+    resolution: list[int]
+    windows: list[int]
+    dec_layers: list[int]
+    queries: list[int]
+
+    def subnets(self, cfg: SupernetConfig) -> list[SubnetConfig]:
+        """Every valid combination, in a fixed order."""
+        out = []
+        for p in self.patch:
+            for r in self.resolution:
+                for w in self.windows:
+                    for d in self.dec_layers:
+                        for q in self.queries:
+                            s = SubnetConfig(patch=p, resolution=r, windows=w, dec_layers=d, queries=q)
+                            if not cfg.subnet_ok(s):
+                                out.append(s)
+        return out
+
+    def check(self, cfg: SupernetConfig, where: str = "search space") -> list[SubnetConfig]:
+        subs = self.subnets(cfg)
+        if not subs:
+            s = SubnetConfig(patch=self.patch[0], resolution=self.resolution[0], windows=self.windows[0],
+                             dec_layers=self.dec_layers[0], queries=self.queries[0])
+            raise ConfigError(f"{where}: no combination fits supernet '{cfg.name}' (e.g. {s.id}: "
+                              + "; ".join(cfg.subnet_ok(s)) + ")")
+        return subs
+
+    @classmethod
+    def of(cls, cfg: SupernetConfig) -> "SearchSpace":
+        """The space a supernet was trained for."""
+        return cls(patch=cfg.patch_sizes, resolution=cfg.resolutions, windows=cfg.windows,
+                   dec_layers=cfg.dec_depths, queries=cfg.query_counts)
+
+
+def load_space(path: Path | str | None, cfg: SupernetConfig) -> SearchSpace:
+    space = SearchSpace.of(cfg) if path is None else load_model(path, SearchSpace)
+    space.check(cfg, str(path or f"supernet '{cfg.name}' space"))
+    return space

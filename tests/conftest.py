@@ -18,6 +18,16 @@ def randomize(net: torch.nn.Module, seed: int = 0, scale: float = 0.05) -> torch
 
 
 @pytest.fixture(scope="session")
+def synth_data(tmp_path_factory):
+    """A small synthetic COCO dataset (12 train, 6 valid images at 128 px), made once per session."""
+    from edgedet.data.synthetic import generate
+
+    root = tmp_path_factory.mktemp("synth")
+    generate(root, 12, 6, seed=0, image_size=128)
+    return root
+
+
+@pytest.fixture(scope="session")
 def tiny_cfg():
     return preset("tiny")
 

@@ -1,0 +1,1 @@
+"""Training: Hungarian matching, losses as named terms, the weight-sharing NAS loop."""
