@@ -156,6 +156,97 @@ def train(data: Path = typer.Option(..., "--data", help="COCO dataset folder (tr
     typer.echo(f"wrote {path}")
 
 
+@app.command("eval")
+@user_errors
+def eval_cmd(subnet: Optional[list[str]] = typer.Option(None, "--subnet", "-s", help="Subnet id (repeatable); "
+                                                        "default: the largest."),
+             checkpoint: Optional[Path] = CheckpointOpt,
+             data: Optional[Path] = typer.Option(None, "--data", help="COCO dataset folder (its valid/ split); "
+                                                 "default: the demo's synthetic val set."),
+             split: str = typer.Option("valid", "--split"),
+             batch_size: int = typer.Option(8, "--batch-size"),
+             as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+    """COCO AP (pycocotools) of subnets; with no checkpoint/data, the bundled demo supernet on its val set."""
+    from .api import evaluate
+
+    rep = evaluate(checkpoint, data, subnet or None, split=split, batch_size=batch_size, progress=not as_json)
+    if as_json:
+        typer.echo(json.dumps(rep, indent=1))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"COCO AP on {rep['data']} ({rep['images']} images)")
+    for col in ("subnet", "GFLOPs", "AP", "AP50", "AP75", "APs", "APm", "APl"):
+        t.add_column(col, justify="right")
+    for sid, m in rep["subnets"].items():
+        t.add_row(sid, f"{m['gflops']:.2f}", *(f"{m[k]:.3f}" for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")))
+    Console(width=120).print(t)
+
+
+@app.command("compile")
+@user_errors
+def compile_cmd(subnet: str = typer.Option(..., "--subnet", "-s", help="Subnet id."),
+                target: Path = typer.Option(Path("targets/local_cpu.yaml"), "--target", "-t", help="Target YAML."),
+                output: Path = typer.Option(..., "-o", "--output", help="Artifact folder to write."),
+                checkpoint: Optional[Path] = CheckpointOpt, preset: Optional[str] = PresetOpt,
+                fp16: bool = typer.Option(False, "--fp16"), int8: bool = typer.Option(False, "--int8"),
+                bf16: bool = typer.Option(False, "--bf16"),
+                calibration: Optional[Path] = typer.Option(None, "--calibration", help="Calibration recipe YAML "
+                                                           "(default: the target's)."),
+                runtime: list[str] = typer.Option(["python"], "--runtime", help="Runtime stubs to write.")):
+    """Compile one subnet for a target (fp32 by default) into a sealed artifact folder with its runtime module."""
+    from .api import load_supernet
+    from .data.demo import demo_checkpoint
+    from .deploy import compile_subnet
+
+    if sum((fp16, int8, bf16)) > 1:
+        _fail("give at most one of --fp16, --int8, --bf16")
+    precision = "fp16" if fp16 else "int8" if int8 else "bf16" if bf16 else "fp32"
+    net = load_supernet(checkpoint or (None if preset else demo_checkpoint()), preset)
+    art = compile_subnet(net, subnet, target, precision, output, calibration=calibration, runtime=tuple(runtime))
+    diff = art.metadata.get("max_abs_diff_vs_torch")
+    extra = f"; vs torch max abs diff {max(diff.values()):.1e}" if diff else ""
+    typer.echo(f"wrote {art.dir} ({art.backend} {art.precision}, {len(art.files)} files sealed{extra})")
+
+
+@app.command()
+@user_errors
+def bench(artifacts: list[Path] = typer.Argument(..., help="Artifact folder(s) from edgedet compile."),
+          target: Path = typer.Option(Path("targets/local_cpu.yaml"), "--target", "-t"),
+          data: Optional[Path] = typer.Option(None, "--data", help="COCO dataset for AP (default: demo val set)."),
+          no_ap: bool = typer.Option(False, "--no-ap", help="Latency only."),
+          as_json: bool = typer.Option(False, "--json")):
+    """Benchmark artifacts on a target: format, precision, status, size, AP, p50/p90 ms (with their conditions)."""
+    from .deploy import benchmark_artifact
+
+    rows = [benchmark_artifact(a, target, data, with_ap=not no_ap) for a in artifacts]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=1))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"benchmark on {target}")
+    for col in ("artifact", "format", "precision", "status", "size MB", "AP", "AP50", "p50 ms", "p90 ms"):
+        t.add_column(col)
+    for r in rows:
+        lat, ap = r["latency"] or {}, r["ap"] or {}
+        t.add_row(Path(r["artifact"]).name, r["format"], r["precision"], r["status"], f"{r['size_mb']:.1f}",
+                  f"{ap['AP']:.3f}" if ap else "-", f"{ap['AP50']:.3f}" if ap else "-",
+                  f"{lat['p50_ms']:.2f}" if lat else "-", f"{lat['p90_ms']:.2f}" if lat else "-")
+    con = Console(width=140)
+    con.print(t)
+    for r in rows:
+        if r["latency"]:
+            lat = r["latency"]
+            rt = lat["runtime"]
+            con.print(f"{Path(r['artifact']).name}: {rt.get('runtime')} {rt.get('runtime_version')}, precision in "
+                      f"effect {rt.get('inference_precision', rt.get('precision'))}, threads {rt.get('threads')}, "
+                      f"batch {lat['batch']}, warm-up {lat['warmup']}, runs {lat['runs']}, spread {lat['spread']:.2f}"
+                      + (" [NOISY]" if lat["noisy"] else "") + f", cpu {lat['device'].get('cpu')}")
+
+
 def main() -> None:
     app(prog_name="edgedet")
 

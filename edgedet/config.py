@@ -185,11 +185,17 @@ class SubnetConfig(_Strict):
 
 
 def _first_error(e: ValidationError) -> str:
+    """'field.path: message (got value)' of the first error; model-level errors carry their own field path."""
     err = e.errors()[0]
-    loc = ".".join(str(x) for x in err.get("loc", ())) or "(root)"
+    loc = ".".join(str(x) for x in err.get("loc", ()))
+    msg = err["msg"].removeprefix("Value error, ")
     val = err.get("input")
-    shown = "" if isinstance(val, dict) else f" (got {val!r})"
-    return f"{loc}: {err['msg']}{shown}"
+    shown = "" if isinstance(val, (dict, list)) or err["type"] in ("missing", "value_error") else f" (got {val!r})"
+    if err["type"] == "missing":
+        msg = "required field is missing"
+    elif err["type"] == "extra_forbidden":
+        msg = "unknown field"
+    return f"{loc}: {msg}{shown}" if loc else f"{msg}{shown}"
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -290,3 +296,106 @@ def load_space(path: Path | str | None, cfg: SupernetConfig) -> SearchSpace:
     space = SearchSpace.of(cfg) if path is None else load_model(path, SearchSpace)
     space.check(cfg, str(path or f"supernet '{cfg.name}' space"))
     return space
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Targets (targets/*.yaml) and calibration recipes (calibration/*.yaml)
+
+Backend = Literal["onnxruntime", "openvino", "tflite", "tensorrt"]
+Precision = Literal["fp32", "fp16", "bf16", "int8"]
+BACKEND_PRECISIONS: dict[str, tuple[str, ...]] = {
+    "onnxruntime": ("fp32", "int8"),
+    "openvino": ("fp32", "fp16", "bf16", "int8"),
+    "tflite": ("fp32", "fp16", "int8"),
+    "tensorrt": ("fp32", "fp16", "int8"),
+}
+
+
+class SSHHost(_Strict):
+    """One device reached over SSH (key auth only; the host key is checked against known_hosts)."""
+
+    host: str
+    port: int = Field(22, gt=0, lt=65536)
+    user: str
+    key: str | None = None
+    known_hosts: str | None = None
+    accept_new_host_key: bool = False
+    workdir: str = "edgedet-work"
+    python: str = "python3"
+    connect_timeout_s: float = Field(15.0, gt=0)
+    command_timeout_s: float = Field(900.0, gt=0)
+
+
+class LocalDevice(_Strict):
+    type: Literal["local"] = "local"
+
+
+class SSHDevice(_Strict):
+    """A device, or a pool of identical devices, over SSH; `hosts` share one kind (measurements are split)."""
+
+    type: Literal["ssh"]
+    hosts: list[SSHHost] = Field(min_length=1)
+
+
+class RuntimeOptions(_Strict):
+    threads: int | None = Field(None, gt=0)
+    pin_threads: bool = False
+    openvino_device: str = "CPU"
+    openvino_hint: Literal["LATENCY", "THROUGHPUT"] = "LATENCY"
+    trt_workspace_mb: int = Field(2048, gt=0)
+    trt_dla_core: int | None = None
+    trt_version: int = 10
+
+
+class LatencyBudget(_Strict):
+    budget_ms: float | None = Field(None, gt=0)
+    percentile: Literal[50, 90, 99] = 90
+
+
+class BenchmarkSettings(_Strict):
+    warmup: int = Field(10, ge=0)
+    runs: int = Field(100, gt=0)
+    min_duration_s: float = Field(1.0, ge=0)
+    cooldown_ms: float = Field(0.0, ge=0)
+    batch: int = Field(1, gt=0)
+    noise_threshold: float = Field(0.15, gt=0)  # flag when (p90 - p10) / p50 exceeds this
+
+
+class TargetSpec(_Strict):
+    name: str
+    description: str = ""
+    device: LocalDevice | SSHDevice = Field(default_factory=LocalDevice, discriminator="type")
+    backend: Backend
+    precisions: list[Precision] = Field(min_length=1)
+    runtime: RuntimeOptions = Field(default_factory=RuntimeOptions)
+    latency: LatencyBudget = Field(default_factory=LatencyBudget)
+    benchmark: BenchmarkSettings = Field(default_factory=BenchmarkSettings)
+    max_resolution: int | None = Field(None, gt=0)
+    calibration: str | None = None  # recipe path, relative to the target file's folder's parent or absolute
+
+    @model_validator(mode="after")
+    def _check(self) -> "TargetSpec":
+        ok = BACKEND_PRECISIONS[self.backend]
+        for i, p in enumerate(self.precisions):
+            if p not in ok:
+                raise ValueError(f"precisions.{i}: backend {self.backend} has no {p} (it has {', '.join(ok)})")
+        return self
+
+
+class CalibrationRecipe(_Strict):
+    """Which images calibrate INT8, shared by all backends; preprocessing is the runtime's (stretch to R x R,
+    bilinear, RGB in [0,1])."""
+
+    dataset: str = "demo"  # a COCO folder (Roboflow layout), or "demo" for the synthetic demo data
+    split: str = "train"
+    images: int = Field(64, gt=0)
+    seed: int = 0
+    preprocessing: Literal["stretch_bilinear"] = "stretch_bilinear"
+
+
+def load_target(path: Path | str) -> TargetSpec:
+    return load_model(path, TargetSpec)
+
+
+def load_calibration(path: Path | str) -> CalibrationRecipe:
+    return load_model(path, CalibrationRecipe)

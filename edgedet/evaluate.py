@@ -1,8 +1,8 @@
 """COCO box AP of supernet subnets and of compiled artifacts, through one code path.
 
 Pipeline for every model: dataset image (float [3,H,W] RGB in [0,1], original size (H,W)) -> bilinear resize to
-the square input R x R (`load_images`, `resize_batch`) -> raw outputs boxes [B,Q,4] normalised cxcywh, logits [B,Q,C] ->
-`edgedet.postprocess.postprocess` (top-k over queries x classes, pixel boxes of the original image) -> COCO
+the square input R x R (`load_images`, `batch_resize`) -> raw outputs boxes [B,Q,4] normalised cxcywh, logits [B,Q,C] ->
+`edgedet.runtime.core.postprocess` (top-k over queries x classes, pixel boxes of the original image) -> COCO
 detections (category ids through `dataset.label_to_cat_id`) -> pycocotools COCOeval (`coco_ap`).
 
 `evaluate_subnets` shares computation between subnets: one backbone+projector pass per batch and
@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from .config import SubnetConfig
-from .postprocess import postprocess
+from .data.transforms import batch_resize
+from .runtime.core import postprocess
 
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")  # the first six COCOeval.stats
 Progress = Callable[[int, int], None]
@@ -130,11 +131,6 @@ def load_images(dataset, indices: Sequence[int]) -> tuple[list[torch.Tensor], li
     return images, ids, sizes
 
 
-def resize_batch(images: Sequence[torch.Tensor], resolution: int) -> torch.Tensor:
-    """Images float [3,H_i,W_i] -> float32 [B,3,R,R]: stretched to the square network input (bilinear,
-    align_corners=False, antialias=False, as the runtime's pre-processing)."""
-    return torch.cat([F.interpolate(im[None], size=(resolution, resolution), mode="bilinear", align_corners=False,
-                                    antialias=False) for im in images])
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
@@ -146,7 +142,7 @@ def evaluate_runner(infer_fn: InferFn, resolution: int, dataset, batch_size: int
     todo = batches(len(dataset), batch_size)
     for n, idx in enumerate(todo, 1):
         images, ids, sizes = load_images(dataset, idx)
-        boxes, logits = infer_fn(resize_batch(images, resolution).numpy())
+        boxes, logits = infer_fn(batch_resize(images, resolution).numpy())
         parts.append(detections_array(np.asarray(boxes), np.asarray(logits), ids, sizes, cat_ids, topk))
         if progress:
             progress(n, len(todo))
@@ -196,7 +192,7 @@ def _evaluate_subnets(net, subnets: Sequence[SubnetConfig], dataset, batch_size:
         images, ids, sizes = load_images(dataset, idx)
         if share:
             for (patch, res, win), by_q in groups.items():
-                memory, props, shapes = net.memory(resize_batch(images, res).to(device), patch, win)
+                memory, props, shapes = net.memory(batch_resize(images, res).to(device), patch, win)
                 for q, depths in by_q.items():
                     layers = net.decode(memory, props, shapes, q, max(depths), all_layers=True)["layers"]
                     for d in sorted(set(depths)):
@@ -207,7 +203,7 @@ def _evaluate_subnets(net, subnets: Sequence[SubnetConfig], dataset, batch_size:
                     progress(done, total)
         else:
             for s in subs:
-                out = net(resize_batch(images, s.resolution).to(device), s)
+                out = net(batch_resize(images, s.resolution).to(device), s)
                 emit(s, out["pred_logits"], out["pred_boxes"], ids, sizes)
                 done += 1
                 if progress:

@@ -15,7 +15,8 @@ from edgedet import evaluate as ev
 from edgedet.config import SubnetConfig
 from edgedet.data.coco import CocoDetection
 from edgedet.data.synthetic import generate
-from edgedet.postprocess import postprocess
+from edgedet.runtime.core import postprocess
+from edgedet.data.transforms import batch_resize
 
 W, H = 96, 64  # non-square originals: x and y scale differently
 
@@ -119,7 +120,7 @@ def pseudo_gt(tiny_net, val, gt) -> dict:
     anns = []
     for i in range(len(val)):
         images, ids, sizes = ev.load_images(val, [i])
-        rows = ev.detections_array(*infer(ev.resize_batch(images, 192).numpy()), ids, sizes,
+        rows = ev.detections_array(*infer(batch_resize(images, 192).numpy()), ids, sizes,
                                    np.array(val.label_to_cat_id), topk=4)
         anns += [{"image_id": int(r[0]), "category_id": int(r[6]), "bbox": r[1:5].tolist(),
                   "area": float(r[3] * r[4]), "iscrowd": 0} for r in rows]
@@ -174,7 +175,7 @@ def test_runner_path_matches_supernet(tiny_net, val, pseudo_gt, monkeypatch):
 
 
 def test_resize_is_half_pixel_bilinear_without_antialias():
-    """resize_batch against bilinear interpolation written out in numpy: source coordinate
+    """batch_resize against bilinear interpolation written out in numpy: source coordinate
     (dst + 0.5) * in / out - 0.5 clamped at 0, no antialias filter when shrinking."""
     rng = np.random.default_rng(0)
     img = rng.random((3, 10, 7)).astype(np.float32)
@@ -190,7 +191,7 @@ def test_resize_is_half_pixel_bilinear_without_antialias():
 
     for r in (4, 13):  # shrink and enlarge, different factors for x and y
         ref = np.einsum("yi,cij,xj->cyx", axis(10, r), img, axis(7, r))
-        got = ev.resize_batch([torch.from_numpy(img)], r)
+        got = batch_resize([torch.from_numpy(img)], r)
         assert got.shape == (1, 3, r, r)
         np.testing.assert_allclose(got[0].numpy(), ref, atol=1e-5)
 

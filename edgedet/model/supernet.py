@@ -70,7 +70,8 @@ class Supernet(nn.Module):
     def proposals(self, shapes: list[tuple[int, int]], device) -> tuple[torch.Tensor, torch.Tensor]:
         key = (tuple(shapes), str(device))
         if key not in self._proposals:
-            self._proposals[key] = tuple(t.to(device) for t in make_proposals(shapes))
+            with torch.inference_mode(False):  # a cache made under inference_mode would poison later training
+                self._proposals[key] = tuple(t.to(device) for t in make_proposals(shapes))
         return self._proposals[key]
 
     def memory(self, images: torch.Tensor, patch: int, windows: int):

@@ -1,0 +1,122 @@
+"""OpenVINO: one IR (fp32 weights) compiled with a pinned INFERENCE_PRECISION_HINT for fp32/fp16/bf16 (CPUs with
+AMX default to bf16 otherwise); int8 through NNCF post-training quantization with ModelType.TRANSFORMER,
+or accuracy-controlled (reverts harmful layers to float until the AP drop is within max_drop)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import MissingExtraError
+from .base import Artifact, Backend, CalibrationData, Runner, Unsupported
+
+HINT = {"fp32": "f32", "fp16": "f16", "bf16": "bf16", "int8": "f32"}  # int8 layers run int8; the rest in f32
+
+
+def _ov():
+    try:
+        import openvino as ov
+    except ImportError:
+        raise MissingExtraError("openvino", "openvino", "the OpenVINO backend") from None
+    return ov
+
+
+def compile_config(precision: str, options: dict) -> dict:
+    cfg = {"INFERENCE_PRECISION_HINT": HINT[precision], "PERFORMANCE_HINT": options.get("openvino_hint", "LATENCY"),
+           "NUM_STREAMS": "1"}
+    if options.get("threads"):
+        cfg["INFERENCE_NUM_THREADS"] = int(options["threads"])
+    if options.get("pin_threads"):
+        cfg["ENABLE_CPU_PINNING"] = True
+    return cfg
+
+
+class OVRunner(Runner):
+    def __init__(self, xml: Path, precision: str, options: dict):
+        ov = _ov()
+        core = ov.Core()
+        device = options.get("openvino_device", "CPU")
+        cfg = compile_config(precision, options)
+        if precision in ("fp16", "bf16"):
+            supported = core.get_property(device, "OPTIMIZATION_CAPABILITIES")
+            if precision.upper() not in supported:
+                raise Unsupported(f"OpenVINO {device} has no native {precision} "
+                                  f"(capabilities: {', '.join(supported)})")
+        self.model = core.compile_model(str(xml), device, cfg)
+        self.request = self.model.create_infer_request()
+        self.precision, self.device, self.options = precision, device, options
+        self.version = ov.get_version()
+
+    def infer(self, images: np.ndarray):
+        res = self.request.infer({"images": np.ascontiguousarray(images, np.float32)})
+        return res["boxes"], res["logits"]
+
+    def info(self) -> dict:
+        return {"runtime": "openvino", "runtime_version": self.version, "precision": self.precision,
+                "device": self.device,
+                "inference_precision": self.model.get_property("INFERENCE_PRECISION_HINT").to_string(),
+                "threads": int(self.model.get_property("INFERENCE_NUM_THREADS"))}
+
+
+class OpenVINOBackend(Backend):
+    name, precisions, extra = "openvino", ("fp32", "fp16", "bf16", "int8"), "openvino"
+
+    def available(self):
+        try:
+            _ov()
+        except MissingExtraError as e:
+            return str(e)
+        return None
+
+    def compile(self, onnx_path, precision, out_dir, calibration: CalibrationData | None, options, metadata):
+        self.check_precision(precision)
+        ov = _ov()
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        model = ov.convert_model(str(onnx_path))
+        meta = dict(metadata, runtime_version=ov.get_version(), inference_precision_hint=HINT[precision])
+        if precision == "int8":
+            model, meta["quantization"] = self._quantize(model, calibration, options, metadata)
+        ov.save_model(model, str(out_dir / "model.xml"), compress_to_fp16=False)
+        return Artifact(dir=out_dir, backend=self.name, precision=precision, model_file="model.xml",
+                        metadata=meta).seal()
+
+    def _quantize(self, model, calibration, options, metadata):
+        from ..errors import ConfigError
+
+        try:
+            import nncf
+        except ImportError:
+            raise MissingExtraError("nncf", "openvino", "OpenVINO int8") from None
+        if calibration is None:
+            raise ConfigError("int8 needs a calibration recipe (--calibration calibration/X.yaml)")
+        res = int(metadata["resolution"])
+        items = list(calibration(res))
+        calib = nncf.Dataset(items)
+        info = {"tool": "nncf", "nncf_version": nncf.__version__, "model_type": "TRANSFORMER",
+                "preset": "MIXED", "subset_size": len(items)}
+        validate = options.get("validation_fn")
+        if validate is not None:
+            ov = _ov()
+            max_drop = float(options.get("max_ap_drop", 0.01))
+
+            def validation(compiled_model, data) -> float:  # AP of the (partly) quantized model on val
+                return float(validate(compiled_model))
+
+            qmodel = nncf.quantize_with_accuracy_control(
+                model, calibration_dataset=calib, validation_dataset=nncf.Dataset([None]),
+                validation_fn=validation, max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE,
+                model_type=nncf.ModelType.TRANSFORMER, preset=nncf.QuantizationPreset.MIXED,
+                subset_size=len(items))
+            info.update(accuracy_control=True, max_ap_drop=max_drop)
+            del ov
+        else:
+            qmodel = nncf.quantize(model, calib, model_type=nncf.ModelType.TRANSFORMER,
+                                   preset=nncf.QuantizationPreset.MIXED, subset_size=len(items))
+        return qmodel, info
+
+    def load(self, artifact: Artifact, options: dict) -> Runner:
+        return OVRunner(artifact.model_path, artifact.precision, options)
+
+
+BACKEND = OpenVINOBackend()

@@ -1,0 +1,122 @@
+"""compile: one subnet -> a compiled, sealed artifact folder with its runtime; benchmark: latency (and AP) of an
+artifact on a target. Both hide the backend behind the target file."""
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .backends import get_backend
+from .backends.base import Artifact, Unsupported
+from .config import SubnetConfig, TargetSpec, load_calibration, load_target
+from .errors import ConfigError
+
+
+def _target(target: TargetSpec | str | Path) -> tuple[TargetSpec, Path | None]:
+    if isinstance(target, TargetSpec):
+        return target, None
+    return load_target(target), Path(target).resolve().parent
+
+
+def runtime_options(t: TargetSpec) -> dict:
+    return t.runtime.model_dump()
+
+
+def resolve_recipe(t: TargetSpec, base: Path | None, calibration: str | Path | None):
+    path = calibration or t.calibration
+    if path is None:
+        return None, None
+    p = Path(path)
+    if calibration is None and base is not None and not p.is_absolute():
+        p = (base / p).resolve()
+    return load_calibration(p), p.parent
+
+
+def compile_subnet(net, subnet: SubnetConfig | str, target: TargetSpec | str | Path, precision: str, out: Path,
+                   calibration: str | Path | None = None, runtime: tuple[str, ...] = ("python",),
+                   options: dict | None = None) -> Artifact:
+    """Export `subnet` of `net`, compile it for the target's backend at `precision` into `out`, write the runtime
+    module(s), and seal the folder (sha256 of every file in artifact.json). Raises Unsupported for what the backend
+    cannot do."""
+    from .calibration import calibration_fn
+    from .model.export import export_onnx
+    from .runtime.render import render_python
+
+    t, base = _target(target)
+    s = SubnetConfig.parse(subnet, net.cfg) if isinstance(subnet, str) else subnet.check(net.cfg)
+    if t.max_resolution and s.resolution > t.max_resolution:
+        raise Unsupported(f"resolution {s.resolution} exceeds target {t.name} max_resolution {t.max_resolution}")
+    backend = get_backend(t.backend)
+    backend.check_precision(precision)
+    if precision not in t.precisions:
+        raise ConfigError(f"target {t.name} does not list precision {precision} (it lists {', '.join(t.precisions)})")
+    recipe, rbase = resolve_recipe(t, base, calibration)
+    calib = calibration_fn(recipe, rbase) if (recipe is not None and precision == "int8") else None
+    module = net.extract(s)
+    meta = {"subnet": s.id, "resolution": s.resolution, "num_classes": net.cfg.num_classes,
+            "class_names": net.cfg.class_names, "target": t.name, "supernet": net.cfg.name,
+            "calibration": recipe.model_dump() if calib else None}
+    opts = dict(runtime_options(t), torch_module=module, **(options or {}))
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = Path(tmp) / "model.onnx"
+        export_onnx(module, onnx_path, class_names=net.cfg.class_names)
+        art = backend.compile(onnx_path, precision, Path(out), calib, opts, meta)
+    art.metadata["compile_s"] = round(time.perf_counter() - t0, 2)
+    if "python" in runtime and t.backend in ("onnxruntime", "openvino", "tflite"):
+        render_python(art)
+    if precision == "fp32" and t.backend != "tensorrt":  # the fp32 artifact must match torch
+        runner = backend.load(art, opts)
+        import torch
+
+        x = torch.rand(1, 3, s.resolution, s.resolution, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            ref = [r.numpy() for r in module(x)]
+        got = runner.infer(x.numpy())
+        art.metadata["max_abs_diff_vs_torch"] = {k: float(np.abs(np.asarray(a) - b).max())
+                                                 for k, a, b in zip(("boxes", "logits"), got, ref)}
+    return art.seal()
+
+
+def benchmark_artifact(artifact: Artifact | str | Path, target: TargetSpec | str | Path, data: str | Path | None = None,
+                       with_ap: bool = True, batch_size: int = 8) -> dict:
+    """One row: format, precision, status ('ok' or 'unsupported: ...'), size MB, AP (from the artifact's own
+    outputs), latency record at the target's settings."""
+    from .profiler import measure
+
+    t, _ = _target(target)
+    art = artifact if isinstance(artifact, Artifact) else Artifact.open(Path(artifact))
+    size = sum((art.dir / f).stat().st_size for f in art.files if not f.startswith("runtime/")) / 1e6
+    row = {"artifact": str(art.dir), "subnet": art.metadata.get("subnet"), "format": art.backend,
+           "precision": art.precision, "size_mb": round(size, 2), "status": "ok", "ap": None, "latency": None}
+    bad = art.verify()
+    if bad:
+        row["status"] = f"error: files changed since compile: {', '.join(bad)}"
+        return row
+    if t.backend != art.backend:
+        raise ConfigError(f"artifact {art.dir} is for {art.backend}, target {t.name} runs {t.backend}")
+    if t.device.type != "local":
+        row["status"] = "unsupported: remote devices are measured through the SSH device (not in this build)"
+        return row
+    try:
+        runner = get_backend(art.backend).load(art, runtime_options(t))
+    except Unsupported as e:
+        row["status"] = str(e)
+        return row
+    b = t.benchmark
+    x = np.random.default_rng(0).random((b.batch, 3, art.resolution, art.resolution), dtype=np.float32)
+    rec = measure(lambda: runner.infer(x), warmup=b.warmup, runs=b.runs, min_duration_s=b.min_duration_s,
+                  cooldown_ms=b.cooldown_ms, batch=b.batch, noise_threshold=b.noise_threshold,
+                  pin_cpus=list(range(t.runtime.threads)) if t.runtime.pin_threads and t.runtime.threads else None)
+    rec.runtime = runner.info()
+    row["latency"] = rec.to_dict()
+    if with_ap:
+        from .data.coco import CocoDetection
+        from .data.demo import demo_data
+        from .evaluate import evaluate_runner
+
+        ds = CocoDetection(Path(data) if data else demo_data(), "valid")
+        row["ap"] = evaluate_runner(runner.infer, art.resolution, ds, batch_size=1)
+    return row
