@@ -345,6 +345,7 @@ class RuntimeOptions(_Strict):
     trt_workspace_mb: int = Field(2048, gt=0)
     trt_dla_core: int | None = None
     trt_version: int = 10
+    trt_int8_mode: Literal["explicit", "implicit"] = "explicit"  # Q/DQ ONNX, or TensorRT 10's calibrator
 
 
 class LatencyBudget(_Strict):

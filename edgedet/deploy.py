@@ -53,12 +53,14 @@ def compile_subnet(net, subnet: SubnetConfig | str, target: TargetSpec | str | P
     if precision not in t.precisions:
         raise ConfigError(f"target {t.name} does not list precision {precision} (it lists {', '.join(t.precisions)})")
     recipe, rbase = resolve_recipe(t, base, calibration)
-    calib = calibration_fn(recipe, rbase) if (recipe is not None and precision == "int8") else None
+    # int8 calibrates on the recipe; TensorRT also ships the images for its FP16 range check and on-device checks
+    wants = precision == "int8" or t.backend == "tensorrt"
+    calib = calibration_fn(recipe, rbase) if (recipe is not None and wants) else None
     module = net.extract(s)
     meta = {"subnet": s.id, "resolution": s.resolution, "num_classes": net.cfg.num_classes,
             "class_names": net.cfg.class_names, "target": t.name, "supernet": net.cfg.name,
             "calibration": recipe.model_dump() if calib else None}
-    opts = dict(runtime_options(t), torch_module=module, **(options or {}))
+    opts = dict(runtime_options(t), torch_module=module, batch=t.benchmark.batch, **(options or {}))
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = Path(tmp) / "model.onnx"

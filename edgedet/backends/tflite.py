@@ -191,7 +191,7 @@ def _quantize(fp32: bytes, precision: str, int8_mode: str) -> tuple[bytes, dict]
 
 def _tensor_census(path: Path) -> dict:
     """Load the model once (a file with ops the interpreter lacks fails here, at compile time, not on the device)
-    and count weight tensors by dtype."""
+    and count its tensors by dtype."""
     cls, _, _ = interpreter_class()
     try:
         it = cls(model_path=str(path))

@@ -1,0 +1,86 @@
+"""The Python runtime module written next to each artifact: numpy + the runtime only, same detections as edgedet."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import venv
+
+import numpy as np
+import pytest
+import torch
+
+from edgedet.backends import get_backend
+from edgedet.config import TargetSpec
+from edgedet.deploy import compile_subnet
+from edgedet.runtime.core import postprocess, preprocess
+
+SUB = "p24-r192-w2-d2-q25"
+
+
+def _write_ppm(path, rgb: np.ndarray) -> None:
+    h, w, _ = rgb.shape
+    path.write_bytes(b"P6\n# edgedet test\n%d %d\n255\n" % (w, h) + rgb.tobytes())
+
+
+def _expected(art, rgb, threshold):
+    runner = get_backend(art.backend).load(art, {"threads": 1})
+    boxes, logits = runner.infer(preprocess(rgb, art.resolution))
+    return postprocess(boxes, logits, [rgb.shape[:2]], 100, threshold)[0]
+
+
+@pytest.fixture(scope="module")
+def artifact(tiny_net, tmp_path_factory):
+    t = TargetSpec(name="cpu", backend="onnxruntime", precisions=["fp32"])
+    return compile_subnet(tiny_net, SUB, t, "fp32", tmp_path_factory.mktemp("art") / "a")
+
+
+def _image():
+    rng = np.random.default_rng(3)
+    return (rng.random((150, 230, 3)) * 255).astype(np.uint8)
+
+
+def _check(lines, exp):
+    got = [json.loads(x) for x in lines]
+    assert len(got) == len(exp["scores"]) > 0
+    for g, b, s, lab in zip(got, exp["boxes"], exp["scores"], exp["labels"]):
+        assert g["label"] == int(lab) and abs(g["score"] - float(s)) < 1e-4
+        assert np.abs(np.array(g["box"]) - b).max() < 0.02  # printed with 2 decimals
+
+
+def test_python_m_prints_the_same_detections(artifact, tmp_path):
+    img = _image()
+    _write_ppm(tmp_path / "img.ppm", img)
+    run = subprocess.run([sys.executable, "-m", "edgedet_runtime", str(tmp_path / "img.ppm"), "--threshold", "0"],
+                         cwd=artifact.dir / "runtime" / "python", capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    _check(run.stdout.splitlines(), _expected(artifact, img, 0.0))
+
+
+def test_preprocess_matches_the_training_resize():
+    from edgedet.data.transforms import batch_resize
+
+    img = _image()
+    ref = batch_resize([torch.from_numpy(img).permute(2, 0, 1).float() / 255], 96).numpy()
+    assert np.abs(preprocess(img, 96) - ref).max() < 1e-5
+
+
+@pytest.mark.slow
+def test_fresh_venv_with_only_numpy_and_onnxruntime(artifact, tmp_path):
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    py = env_dir / "bin" / "python"
+    pip = subprocess.run([str(py), "-m", "pip", "install", "-q", "numpy", "onnxruntime"], capture_output=True,
+                         text=True, timeout=600)
+    assert pip.returncode == 0, pip.stderr[-1500:]
+    mods = subprocess.run([str(py), "-m", "pip", "list", "--format=json"], capture_output=True, text=True).stdout
+    names = {m["name"].lower() for m in json.loads(mods)}
+    assert "torch" not in names and "pillow" not in names and "edgedet" not in names
+    img = _image()
+    _write_ppm(tmp_path / "img.ppm", img)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    run = subprocess.run([str(py), "-m", "edgedet_runtime", str(tmp_path / "img.ppm"), "--threshold", "0"],
+                         cwd=artifact.dir / "runtime" / "python", capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr
+    _check(run.stdout.splitlines(), _expected(artifact, img, 0.0))
