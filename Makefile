@@ -4,13 +4,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+EXTRAS ?= dev,openvino,tensorrt,litert
 
 .PHONY: venv test test-fast demo clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check "torch==2.13.0"
-	$(BIN)/pip install -q --disable-pip-version-check -e ".[dev,openvino,tensorrt]"
+	$(BIN)/pip install -q --disable-pip-version-check -e ".[$(EXTRAS)]"
 	touch $(STAMP)
 
 venv: $(STAMP)

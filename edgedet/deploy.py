@@ -54,7 +54,7 @@ def compile_subnet(net, subnet: SubnetConfig | str, target: TargetSpec | str | P
         raise ConfigError(f"target {t.name} does not list precision {precision} (it lists {', '.join(t.precisions)})")
     recipe, rbase = resolve_recipe(t, base, calibration)
     # int8 calibrates on the recipe; TensorRT also ships the images for its FP16 range check and on-device checks
-    wants = precision == "int8" or t.backend == "tensorrt"
+    wants = (precision == "int8" and t.backend != "tflite") or t.backend == "tensorrt"  # LiteRT int8: dynamic range
     calib = calibration_fn(recipe, rbase) if (recipe is not None and wants) else None
     module = net.extract(s)
     meta = {"subnet": s.id, "resolution": s.resolution, "num_classes": net.cfg.num_classes,

@@ -20,8 +20,12 @@ SUBNET = "p24-r192-w2-d1-q25"
 SUBNET_D0 = "p24-r192-w2-d0-q25"
 
 _reason = BACKEND.available()
-needs_litert = pytest.mark.skipif(_reason is not None, reason=f"LiteRT conversion tests need the litert extra: "
-                                                               f"{_reason}")
+_skip = pytest.mark.skipif(_reason is not None, reason=f"LiteRT conversion tests need the litert extra: {_reason}")
+
+
+def needs_litert(test):
+    """Converts with litert-torch (10-35 s on 2 cores): skipped without the extra, marked slow."""
+    return pytest.mark.slow(_skip(test))
 
 
 def _meta(net, s: SubnetConfig) -> dict:
