@@ -13,6 +13,8 @@ app = typer.Typer(help="edgedet: weight-sharing DETR supernets, hardware-in-the-
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+import_app = typer.Typer(help="Import foreign checkpoints as edgedet supernets.", no_args_is_help=True)
+app.add_typer(import_app, name="import")
 
 
 def _fail(msg: str) -> None:
@@ -135,6 +137,8 @@ def train(data: Path = typer.Option(..., "--data", help="COCO dataset folder (tr
           batch_size: int = typer.Option(8, "--batch-size"),
           accum: int = typer.Option(1, "--accum", help="Gradient accumulation steps."),
           lr: float = typer.Option(2e-4, "--lr"),
+          layer_decay: float = typer.Option(0.8, "--layer-decay", help="Backbone LR decay per block towards the "
+                                            "input (1.0 for a backbone trained from scratch)."),
           groups: int = typer.Option(4, "--groups", help="Group-DETR query groups in training."),
           warmup: int = typer.Option(200, "--warmup", help="Linear warm-up steps."),
           workers: int = typer.Option(1, "--workers"),
@@ -149,7 +153,8 @@ def train(data: Path = typer.Option(..., "--data", help="COCO dataset folder (tr
     from .train.engine import TrainConfig, train as run_train
 
     cfg = TrainConfig(data=str(data), out=str(out), preset=preset, space=str(space) if space else None,
-                      epochs=epochs, batch_size=batch_size, accum=accum, lr=lr, groups=groups, warmup_steps=warmup,
+                      epochs=epochs, batch_size=batch_size, accum=accum, lr=lr, layer_decay=layer_decay,
+                      groups=groups, warmup_steps=warmup,
                       workers=workers, seed=seed, max_steps=max_steps, backbone=str(backbone) if backbone else None,
                       resume=resume, log_every=log_every, save_rank_states=save_rank_states)
     path = run_train(cfg)
@@ -245,6 +250,18 @@ def bench(artifacts: list[Path] = typer.Argument(..., help="Artifact folder(s) f
                       f"effect {rt.get('inference_precision', rt.get('precision'))}, threads {rt.get('threads')}, "
                       f"batch {lat['batch']}, warm-up {lat['warmup']}, runs {lat['runs']}, spread {lat['spread']:.2f}"
                       + (" [NOISY]" if lat["noisy"] else "") + f", cpu {lat['device'].get('cpu')}")
+
+
+@import_app.command("rfdetr")
+@user_errors
+def import_rfdetr_cmd(checkpoint: Path = typer.Argument(..., help="RF-DETR checkpoint (.pth or Lightning .ckpt "
+                                                                "from the rfdetr package)."),
+                      output: Path = typer.Option(..., "-o", "--output", help="Output supernet (.safetensors).")):
+    """RF-DETR checkpoint -> edgedet supernet (read without executing code; query group 0 only)."""
+    from .importers.rfdetr import import_rfdetr
+
+    for line in import_rfdetr(checkpoint, output)[1].summary_lines():
+        typer.echo(line)
 
 
 def main() -> None:

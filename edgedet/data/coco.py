@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..boxes import xyxy_to_cxcywh
 from ..errors import ConfigError
 
 ANN_FILE = "_annotations.coco.json"
@@ -84,10 +85,10 @@ class CocoDetection(torch.utils.data.Dataset):
     def target(self, i: int, h: int, w: int) -> dict:
         info = self.images[i]
         anns = self.anns[info["id"]]
-        boxes = torch.tensor([[(x + bw / 2) / w, (y + bh / 2) / h, bw / w, bh / h] for _, (x, y, bw, bh) in anns],
-                             dtype=torch.float32).reshape(-1, 4)
+        xyxy = torch.tensor([[x, y, x + bw, y + bh] for _, (x, y, bw, bh) in anns], dtype=torch.float32)
+        xyxy = (xyxy.reshape(-1, 4) / torch.tensor([w, h, w, h])).clamp(0, 1)  # clip to the image, then convert
         labels = torch.tensor([c for c, _ in anns], dtype=torch.int64)
-        return {"boxes": boxes.clamp(0, 1), "labels": labels, "image_id": info["id"], "orig_size": (h, w)}
+        return {"boxes": xyxy_to_cxcywh(xyxy), "labels": labels, "image_id": info["id"], "orig_size": (h, w)}
 
     def __getitem__(self, i: int):
         img = self.load_image(i)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import math
 import pickle
 import re
@@ -142,10 +143,13 @@ def read_rfdetr_checkpoint(path: Path | str) -> dict:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         msg = str(e)
-        glob = re.search(r"GLOBAL\s+([\w.]+)", msg) or re.search(r"(?:function|object for|got) <?([^>\s]+)", msg)
-        if glob:
+        glob = re.search(r"GLOBAL\s+([\w.]+)", msg)
+        name = glob.group(1) if glob else next(iter(_foreign_globals(path)), None)
+        if name and "." not in name:  # torch prints builtins without their module
+            name = f"builtins.{name}"
+        if name:
             raise CheckpointError(
-                f"{path}: refused: the pickle asks for the Python global '{glob.group(1)}', which an RF-DETR checkpoint "
+                f"{path}: refused: the pickle asks for the Python global '{name}', which an RF-DETR checkpoint "
                 f"never holds (allowed: tensors, plain containers, argparse.Namespace, types.SimpleNamespace); "
                 f"nothing from the file was executed") from None
         detail = msg.split("WeightsUnpickler error:")[-1].strip().splitlines()
@@ -156,6 +160,56 @@ def read_rfdetr_checkpoint(path: Path | str) -> dict:
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: not an RF-DETR checkpoint (top level is a {type(obj).__name__}, not a dict)")
     return obj
+
+
+_STR_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING", "STRING"}
+
+
+def _foreign_globals(path: Path) -> list[str]:
+    """Python globals a pickle (or a torch zip's data.pkl) refers to, other than torch's, OrderedDict and
+    ALLOWED_GLOBALS, found by reading its opcodes (pickletools; nothing is unpickled). Only used to name what was
+    refused when the weights-only loader stopped before reaching a global (e.g. at an opcode it does not support)."""
+    import pickletools
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                pkl = next((n for n in z.namelist() if n.endswith("data.pkl")), None)
+                data = z.read(pkl) if pkl else b""
+        else:
+            data = path.read_bytes()
+    except (OSError, zipfile.BadZipFile, RuntimeError):
+        return []
+    allowed = {f"{c.__module__}.{c.__qualname__}" for c in ALLOWED_GLOBALS} | {"collections.OrderedDict"}
+    found: list[str] = []
+    stream = io.BytesIO(data)
+    try:
+        while stream.tell() < len(data):  # legacy torch files hold several pickles in a row
+            strings: list[str] = []
+            memo: dict[int, Any] = {}
+            last: Any = None
+            for op, arg, _ in pickletools.genops(stream):
+                if op.name in _STR_OPS:
+                    last = arg if isinstance(arg, str) else arg.decode("latin-1", "replace")
+                    strings.append(last)
+                elif op.name == "MEMOIZE":
+                    memo[len(memo)] = last
+                elif op.name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                    memo[int(arg)] = last
+                elif op.name in ("GET", "BINGET", "LONG_BINGET"):
+                    last = memo.get(int(arg))
+                    if isinstance(last, str):
+                        strings.append(last)
+                elif op.name in ("GLOBAL", "INST"):
+                    found.append(".".join(str(arg).split(" ", 1)))
+                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    found.append(f"{strings[-2]}.{strings[-1]}")
+                else:
+                    last = None
+    except Exception:  # malformed or truncated: report what was seen so far
+        pass
+    return [g for g in dict.fromkeys(found) if not g.startswith("torch.") and g not in allowed]
 
 
 def _as_dict(obj: Any) -> dict:
@@ -309,7 +363,7 @@ def _class_names(opts: dict, n_logits: int, notes: list[str]) -> list[str] | Non
 
 
 def _infer_config(sd: dict, opts: dict, ckpt: dict, path: Path, notes: list[str]) -> tuple[SupernetConfig, int]:
-    """(SupernetConfig, checkpoint query rows per group) from the settings recorded in the checkpoint and, where it
+    """(SupernetConfig, queries per group) from the settings recorded in the checkpoint and, where it
     says nothing, from tensor shapes and RF-DETR's defaults (each such default is added to `notes`)."""
     cls = _need(sd, _VIT + "embeddings.cls_token", path)
     embed_dim = cls.shape[-1]
@@ -325,8 +379,8 @@ def _infer_config(sd: dict, opts: dict, ckpt: dict, path: Path, notes: list[str]
         raise CheckpointError(f"{path}: patch embedding kernel has shape {tuple(kernel.shape)}, expected square")
     patch = int(kernel.shape[-1])
     pos = _need(sd, _VIT + "embeddings.position_embeddings", path)
-    pos_grid = math.isqrt(pos.shape[1] - 1)
-    if pos.ndim != 3 or pos_grid * pos_grid != pos.shape[1] - 1:
+    pos_grid = math.isqrt(pos.shape[1] - 1) if pos.ndim == 3 and pos.shape[1] > 1 else 0
+    if not pos_grid or pos_grid * pos_grid != pos.shape[1] - 1:
         raise CheckpointError(f"{path}: position embeddings of shape {tuple(pos.shape)} are not 1 + a square grid")
     if "patch_size" in opts and _get(opts, "patch_size", int, path) != patch:
         raise CheckpointError(f"{path}: args.patch_size {opts['patch_size']} but the patch kernel is {patch}x{patch}")
@@ -398,9 +452,10 @@ def _infer_config(sd: dict, opts: dict, ckpt: dict, path: Path, notes: list[str]
     names = _class_names(opts, n_logits, notes)
 
     model_name = ckpt.get("model_name") if isinstance(ckpt.get("model_name"), str) else None
-    if model_name:
-        short = re.sub(r"^RFDETR", "", model_name)
-        name = "rfdetr-" + re.sub(r"(?<!^)(?=[A-Z])", "-", short).lower() if short else "rfdetr"
+    if model_name and model_name.startswith("RFDETR"):  # RFDETRNano -> rfdetr-nano, RFDETRSmall -> rfdetr-small
+        name = "-".join(["rfdetr"] + [w.lower() for w in re.findall(r"[A-Z][a-z0-9]*", model_name[len("RFDETR"):])])
+    elif model_name:
+        name = re.sub(r"[^\w.-]+", "-", model_name).strip("-").lower() or "rfdetr"
     else:
         name = "rfdetr-" + _RELEASED.get((patch, resolution, dec_layers), "custom")
     try:
@@ -423,7 +478,7 @@ def _infer_config(sd: dict, opts: dict, ckpt: dict, path: Path, notes: list[str]
 # ---------------------------------------------------------------------------------------------------- mapping
 
 
-def _map_key(k: str, nq: int) -> tuple[str | None, str | None]:
+def _map_key(k: str) -> tuple[str | None, str | None]:
     """(edgedet key, None) for a tensor inference uses; (None, kind) for a training-only one; (None, None) if
     unknown. Keys that need more than a rename (q/k/v, query rows) are handled by the caller."""
     if k.startswith(_VIT):
@@ -488,7 +543,7 @@ def convert_rfdetr(ckpt: dict, path: Path | str = "checkpoint") -> tuple[Superne
             if v.shape[0] > nq:
                 dropped[f"{new} rows of groups 1+"] = v.shape[0] - nq
             continue
-        new, kind = _map_key(k, nq)
+        new, kind = _map_key(k)
         if new is not None:
             out[new], source[new] = v, k
         elif kind is not None:
@@ -514,7 +569,8 @@ def convert_rfdetr(ckpt: dict, path: Path | str = "checkpoint") -> tuple[Superne
         if extra:
             parts.append(f"{len(extra)} tensor(s) without a place in edgedet's model: {', '.join(extra[:4])}")
         raise CheckpointError(f"{path}: checkpoint does not fit the inferred config: " + "; ".join(parts))
-    bad = [f"{source[k]} {tuple(out[k].shape)} vs {tuple(s)}" for k, s in own.items() if tuple(out[k].shape) != tuple(s)]
+    bad = [f"{source[k]} {tuple(out[k].shape)} vs {tuple(shape)}" for k, shape in own.items()
+           if tuple(out[k].shape) != tuple(shape)]
     if bad:
         raise CheckpointError(f"{path}: {len(bad)} shape mismatch(es) with the inferred config: {'; '.join(bad[:3])}")
     out = {k: (v.float() if v.is_floating_point() else v).contiguous() for k, v in out.items()}

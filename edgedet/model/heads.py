@@ -19,7 +19,8 @@ def make_proposals(shapes: list[tuple[int, int]]) -> tuple[torch.Tensor, torch.T
     """One proposal per memory position: centre ((i+0.5)/W, (j+0.5)/H), size 0.05 * 2^level.
 
     Returns proposals [1, S, 4] and a validity mask [1, S, 1] (1.0 where every coordinate is in (0.01, 0.99));
-    invalid positions get a zero box and zero memory, as in RF-DETR.
+    invalid positions get a zero box, and zero memory where the encoder heads score them (the decoder still
+    attends to all of memory), as in RF-DETR.
     """
     props = []
     for lvl, (h, w) in enumerate(shapes):
@@ -35,7 +36,7 @@ def make_proposals(shapes: list[tuple[int, int]]) -> tuple[torch.Tensor, torch.T
 class QuerySelection(nn.Module):
     """Encoder head of one query group: scores every memory position and keeps the top-k as queries.
 
-    memory [B, S, C] (already masked by validity) -> (logits [B, k, classes], boxes [B, k, 4] (with grad),
+    memory [B, S, C] (zeroed where the proposal is invalid) -> (logits [B, k, classes], boxes [B, k, 4] (with grad),
     reference [B, k, 4] (detached), content of the selected positions [B, k, C]).
     """
 

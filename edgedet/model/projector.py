@@ -35,7 +35,7 @@ class ConvNormAct(nn.Module):
         self.act = F.silu if act == "silu" else F.relu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.bn(self.conv(x)))
+        return self.act(self.bn(self.conv(x.contiguous())))  # same conv kernel choice as RF-DETR
 
 
 class Bottleneck(nn.Module):

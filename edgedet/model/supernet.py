@@ -75,11 +75,12 @@ class Supernet(nn.Module):
         return self._proposals[key]
 
     def memory(self, images: torch.Tensor, patch: int, windows: int):
-        """images [B,3,H,W] RGB in [0,1] -> (memory [B, S, C] masked by validity, proposals [1,S,4], shapes)."""
+        """images [B,3,H,W] RGB in [0,1] -> (memory [B, S, C], proposals [1,S,4], shapes). The validity mask is
+        applied only where the encoder heads score positions (decode); the decoder attends to all of memory."""
         maps = self.projector(self.backbone(self.normalize(images), patch, windows))
         shapes = [tuple(m.shape[-2:]) for m in maps]
-        props, valid = self.proposals(shapes, images.device)
-        return _flatten(maps) * valid, props, shapes
+        props, _ = self.proposals(shapes, images.device)
+        return _flatten(maps), props, shapes
 
     def forward(self, images: torch.Tensor, subnet: SubnetConfig, all_layers: bool = False) -> dict:
         """images [B,3,H,W] RGB in [0,1]. Returns
@@ -94,9 +95,10 @@ class Supernet(nn.Module):
     def decode(self, memory, props, shapes, queries: int, depth: int, all_layers: bool = False) -> dict:
         groups = self.groups if self.training else 1
         b, nq = memory.shape[0], self.cfg.num_queries
+        masked = memory * self.proposals(shapes, memory.device)[1]
         enc_l, enc_b, refs, tgts = [], [], [], []
         for g in range(groups):
-            logits, boxes, ref, _ = self.query_select[g](memory, props, queries)
+            logits, boxes, ref, _ = self.query_select[g](masked, props, queries)
             enc_l.append(logits)
             enc_b.append(boxes)
             refs.append(apply_delta(self.refpoint_embed[g * nq:g * nq + queries].unsqueeze(0), ref))
@@ -163,8 +165,8 @@ class SubnetModule(nn.Module):
         t = self.patch_embed(x).flatten(2).transpose(1, 2) + self.pos_embed
         t = t.reshape(-1, self.grid, self.grid, t.shape[-1])
         maps = self.projector(self.vit.encode(t, self.cls_token, self.grid, self.grid, self.windows))
-        memory = _flatten(maps) * self.valid
-        logits, boxes, ref, _ = self.query_select(memory, self.proposals, self.queries)
+        memory = _flatten(maps)
+        logits, boxes, ref, _ = self.query_select(memory * self.valid, self.proposals, self.queries)
         if self.depth == 0:
             return boxes, logits
         ref = apply_delta(self.refpoint_embed.unsqueeze(0), ref)

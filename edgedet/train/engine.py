@@ -265,7 +265,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
             opt.zero_grad(set_to_none=True)
             ema.update(net)
             step += 1
-            total = sum(crit.weights["_".join(k.split("_")[:2])] * v for k, v in terms_sum.items())
+            total = float(crit.total(terms_sum))
             ips = n_img * world / (time.perf_counter() - t0)
             bar.update(step, epoch, total, ips, s.id)
             if log and (step % cfg.log_every == 0 or step == 1):
