@@ -14,7 +14,6 @@ reported. Any other key, a missing key or a shape that does not fit is an error,
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import math
 import pickle
@@ -27,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..backends.base import sha256
 from ..config import SupernetConfig
 from ..errors import CheckpointError
 
@@ -586,14 +586,6 @@ def _expected_shapes(cfg: SupernetConfig) -> dict[str, torch.Size]:
     return {k: v.shape for k, v in net.state_dict().items()}
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def import_rfdetr(checkpoint: Path | str, output: Path | str | None = None) -> tuple[Any, ImportReport]:
     """Read an RF-DETR checkpoint and return (edgedet Supernet in eval mode, report); with `output`, also write it
     as an edgedet safetensors checkpoint (metadata: source file name and sha256, rfdetr version, model name)."""
@@ -608,7 +600,7 @@ def import_rfdetr(checkpoint: Path | str, output: Path | str | None = None) -> t
     net.eval()
     version = ckpt.get("rfdetr_version") if isinstance(ckpt.get("rfdetr_version"), str) else None
     model_name = ckpt.get("model_name") if isinstance(ckpt.get("model_name"), str) else None
-    rep = ImportReport(source=path, output=Path(output) if output else None, config=cfg, sha256=_sha256(path),
+    rep = ImportReport(source=path, output=Path(output) if output else None, config=cfg, sha256=sha256(path),
                        model_name=model_name, rfdetr_version=version, tensors=len(sd), dropped=dropped, notes=notes)
     net.meta = {"source": "rfdetr", "source_file": path.name, "source_sha256": rep.sha256,
                 "rfdetr_version": version, "model_name": model_name, "dropped": dropped, "notes": notes}
