@@ -24,24 +24,8 @@ from edgedet.data.coco import CocoDetection
 from edgedet.data.demo import demo_checkpoint, demo_data
 from edgedet.deploy import compile_subnet
 from edgedet.errors import EdgedetError
-from edgedet.evaluate import evaluate_runner
+from edgedet.evaluate import Subset, evaluate_runner
 from edgedet.profiler import measure
-
-
-class _Subset:
-    def __init__(self, ds, n):
-        self.ds, self.n = ds, min(n, len(ds))
-        self.label_to_cat_id, self.ann_file = ds.label_to_cat_id, None
-        ids = {ds.images[i]["id"] for i in range(self.n)}
-        coco = dict(ds.coco, images=[im for im in ds.coco["images"] if im["id"] in ids],
-                    annotations=[a for a in ds.coco["annotations"] if a["image_id"] in ids])
-        self.coco = coco
-
-    def __len__(self):
-        return self.n
-
-    def __getitem__(self, i):
-        return self.ds[i]
 
 
 def benchmark_app_p50(xml: Path, threads: int, res: int, seconds: int = 10) -> float | None:
@@ -68,7 +52,8 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     net = load_supernet(a.checkpoint or demo_checkpoint())
     s = SubnetConfig.parse(a.subnet, net.cfg)
-    ds = _Subset(CocoDetection(demo_data(), "valid"), a.images)
+    full = CocoDetection(demo_data(), "valid")
+    ds = Subset(full, range(min(a.images, len(full))))
     bench = {"warmup": 10, "runs": a.runs, "min_duration_s": 2.0}
     rows = []
 

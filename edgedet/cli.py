@@ -199,7 +199,12 @@ def compile_cmd(subnet: str = typer.Option(..., "--subnet", "-s", help="Subnet i
                 bf16: bool = typer.Option(False, "--bf16"),
                 calibration: Optional[Path] = typer.Option(None, "--calibration", help="Calibration recipe YAML "
                                                            "(default: the target's)."),
-                runtime: list[str] = typer.Option(["python"], "--runtime", help="Runtime stubs to write.")):
+                runtime: list[str] = typer.Option(["python"], "--runtime", help="Runtime stubs to write."),
+                max_ap_drop: Optional[float] = typer.Option(None, "--max-ap-drop", help="OpenVINO int8 with accuracy "
+                                                            "control: revert layers to float until AP drops at "
+                                                            "most this much (absolute) on the val set."),
+                data: Optional[Path] = typer.Option(None, "--data", help="COCO dataset whose valid/ split is the "
+                                                    "accuracy-control val set (default: demo val set).")):
     """Compile one subnet for a target (fp32 by default) into a sealed artifact folder with its runtime module."""
     from .api import load_supernet
     from .data.demo import demo_checkpoint
@@ -209,7 +214,19 @@ def compile_cmd(subnet: str = typer.Option(..., "--subnet", "-s", help="Subnet i
         _fail("give at most one of --fp16, --int8, --bf16")
     precision = "fp16" if fp16 else "int8" if int8 else "bf16" if bf16 else "fp32"
     net = load_supernet(checkpoint or (None if preset else demo_checkpoint()), preset)
-    art = compile_subnet(net, subnet, target, precision, output, calibration=calibration, runtime=tuple(runtime))
+    options = None
+    if max_ap_drop is not None:
+        from .config import load_target
+        from .data.coco import CocoDetection
+        from .data.demo import demo_data
+        from .errors import ConfigError
+
+        if load_target(target).backend != "openvino" or precision != "int8":
+            raise ConfigError("--max-ap-drop is accuracy-controlled int8 for OpenVINO targets (use with --int8)")
+        options = {"accuracy_control": {"dataset": CocoDetection(data or demo_data(), "valid"),
+                                        "max_ap_drop": max_ap_drop}}
+    art = compile_subnet(net, subnet, target, precision, output, calibration=calibration, runtime=tuple(runtime),
+                         options=options)
     diff = art.metadata.get("max_abs_diff_vs_torch")
     extra = f"; vs torch max abs diff {max(diff.values()):.1e}" if diff else ""
     typer.echo(f"wrote {art.dir} ({art.backend} {art.precision}, {len(art.files)} files sealed{extra})")

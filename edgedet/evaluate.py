@@ -211,3 +211,22 @@ def _evaluate_subnets(net, subnets: Sequence[SubnetConfig], dataset, batch_size:
 
     coco_gt = load_gt(_gt_of(dataset, gt))
     return {s.id: coco_ap(coco_gt, np.concatenate(dets[s.id]) if dets[s.id] else np.zeros((0, 7))) for s in subs}
+
+
+class Subset:
+    """Some images of a COCO dataset, with the ground truth restricted to them (quick AP checks, NNCF's
+    accuracy-controlled quantization)."""
+
+    def __init__(self, dataset, indices: Sequence[int]):
+        self.dataset, self.indices = dataset, [int(i) for i in indices]
+        self.label_to_cat_id, self.ann_file = dataset.label_to_cat_id, None
+        self.images = [dataset.images[i] for i in self.indices]  # so a Subset of a Subset works
+        ids = {im["id"] for im in self.images}
+        self.coco = dict(dataset.coco, images=[im for im in dataset.coco["images"] if im["id"] in ids],
+                         annotations=[a for a in dataset.coco["annotations"] if a["image_id"] in ids])
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        return self.dataset[self.indices[i]]

@@ -105,25 +105,35 @@ class OpenVINOBackend(Backend):
         calib = nncf.Dataset(items)
         info = {"tool": "nncf", "nncf_version": nncf.__version__, "model_type": "TRANSFORMER",
                 "preset": "MIXED", "subset_size": len(items)}
-        validate = options.get("validation_fn")
-        if validate is not None:
-            ov = _ov()
-            max_drop = float(options.get("max_ap_drop", 0.01))
-
-            def validation(compiled_model, data) -> float:  # AP of the (partly) quantized model on val
-                return float(validate(compiled_model))
-
-            qmodel = nncf.quantize_with_accuracy_control(
-                model, calibration_dataset=calib, validation_dataset=nncf.Dataset([None]),
-                validation_fn=validation, max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE,
-                model_type=nncf.ModelType.TRANSFORMER, preset=nncf.QuantizationPreset.MIXED,
-                subset_size=len(items))
-            info.update(accuracy_control=True, max_ap_drop=max_drop)
-            del ov
+        val = options.get("accuracy_control")  # {"dataset": COCO dataset for AP, "max_ap_drop": float}
+        if val is not None:
+            qmodel = self._quantize_with_accuracy_control(nncf, model, calib, val, res, len(items))
+            info.update(accuracy_control=True, max_ap_drop=float(val["max_ap_drop"]), metric="AP (pycocotools)",
+                        validation_images=len(val["dataset"]))
         else:
             qmodel = nncf.quantize(model, calib, model_type=nncf.ModelType.TRANSFORMER,
                                    preset=nncf.QuantizationPreset.MIXED, subset_size=len(items))
         return qmodel, info
+
+    @staticmethod
+    def _quantize_with_accuracy_control(nncf, model, calib, val: dict, res: int, subset_size: int):
+        """NNCF reverts the layers that hurt most to float until AP on `val["dataset"]` drops by at most
+        val["max_ap_drop"] (absolute); AP comes from the same evaluator as every other number."""
+        from ..evaluate import Subset, evaluate_runner
+
+        ds = val["dataset"]
+
+        def validation(compiled_model, indices) -> float:
+            def infer(images):
+                r = compiled_model(images)
+                return r[compiled_model.output("boxes")], r[compiled_model.output("logits")]
+
+            return float(evaluate_runner(infer, res, Subset(ds, list(indices)), batch_size=1)["AP"])
+
+        return nncf.quantize_with_accuracy_control(
+            model, calibration_dataset=calib, validation_dataset=nncf.Dataset(list(range(len(ds)))),
+            validation_fn=validation, max_drop=float(val["max_ap_drop"]), drop_type=nncf.DropType.ABSOLUTE,
+            model_type=nncf.ModelType.TRANSFORMER, preset=nncf.QuantizationPreset.MIXED, subset_size=subset_size)
 
     def load(self, artifact: Artifact, options: dict) -> Runner:
         return OVRunner(artifact.model_path, artifact.precision, options)

@@ -116,3 +116,27 @@ def test_checkpoint_to_artifact_via_cli(tiny_net, tmp_path):
     import json
 
     assert json.loads(p.stdout)[0]["latency"]["p50_ms"] > 0
+
+
+@pytest.mark.slow
+def test_openvino_accuracy_controlled_int8_keeps_the_ap_drop(tmp_path):
+    """NNCF reverts layers to float until AP (pycocotools, same evaluator) drops at most max_ap_drop."""
+    from edgedet.data.demo import DEMO_CHECKPOINT, demo_data
+    from edgedet.evaluate import Subset
+    from edgedet.checkpoint import load_supernet
+
+    net = load_supernet(DEMO_CHECKPOINT)
+    sub = "p16-r192-w2-d1-q25"
+    val = Subset(CocoDetection(demo_data(), "valid"), range(24))
+    t = _target("openvino", ["fp32", "int8"], calibration=None)
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("dataset: demo\nimages: 16\n")
+    fp = compile_subnet(net, sub, t, "fp32", tmp_path / "fp")
+    q = compile_subnet(net, sub, t, "int8", tmp_path / "q", calibration=recipe,
+                       options={"accuracy_control": {"dataset": val, "max_ap_drop": 0.005}})
+    assert q.metadata["quantization"]["accuracy_control"] is True
+    be = get_backend("openvino")
+    ap_fp = evaluate_runner(be.load(fp, {"threads": 1}).infer, 192, val, batch_size=1)["AP"]
+    ap_q = evaluate_runner(be.load(q, {"threads": 1}).infer, 192, val, batch_size=1)["AP"]
+    assert ap_fp > 0.02  # a real model, so the control has something to keep
+    assert ap_fp - ap_q <= 0.005 + 1e-9, (ap_fp, ap_q)
