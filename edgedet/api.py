@@ -64,35 +64,21 @@ def supernet_info(cfg: SupernetConfig) -> dict:
 
 
 def evaluate(checkpoint: str | Path | None = None, data: str | Path | None = None,
-             subnets: list[str] | None = None, split: str = "valid", batch_size: int = 8, progress: bool = False) -> dict:
+             subnets: list[str] | None = None, split: str = "valid", batch_size: int = 8,
+             progress=None) -> dict:
     """AP of subnets of a checkpoint on a COCO split (shared computation across subnets); defaults to the bundled
-    demo supernet and its synthetic val set. Returns {checkpoint, data, images, subnets: {id: metrics + gflops}}."""
+    demo supernet and its synthetic val set. progress(done, total) is called as batches finish.
+    Returns {checkpoint, data, split, images, subnets: {id: metrics + gflops}}."""
     from .data.coco import CocoDetection
     from .data.demo import demo_checkpoint, demo_data
     from .evaluate import evaluate_subnets
     from .model.cost import subnet_cost as _cost
 
     ck = Path(checkpoint) if checkpoint else demo_checkpoint()
-    from .checkpoint import read_header
-
-    cfg = read_header(ck)[0]
-    subs = [SubnetConfig.parse(s, cfg) for s in subnets] if subnets else [cfg.largest()]
+    net = load_supernet(ck)
+    subs = [SubnetConfig.parse(s, net.cfg) for s in subnets] if subnets else [net.cfg.largest()]
     root = Path(data) if data else demo_data()
     ds = CocoDetection(root, split)
-    net = load_supernet(ck)
-    bar = None
-    if progress:
-        import sys
-        if sys.stderr.isatty():
-            from rich.progress import Progress
-
-            bar = Progress(transient=True)
-    if bar:
-        with bar:
-            task = bar.add_task("evaluating", total=None)
-            res = evaluate_subnets(net, subs, ds, batch_size=batch_size,
-                                   progress=lambda d, t: bar.update(task, completed=d, total=t))
-    else:
-        res = evaluate_subnets(net, subs, ds, batch_size=batch_size)
-    out = {s.id: dict(res[s.id], gflops=round(_cost(cfg, s).gflops, 3)) for s in subs}
+    res = evaluate_subnets(net, subs, ds, batch_size=batch_size, progress=progress)
+    out = {s.id: dict(res[s.id], gflops=round(_cost(net.cfg, s).gflops, 3)) for s in subs}
     return {"checkpoint": str(ck), "data": str(root), "split": split, "images": len(ds), "subnets": out}

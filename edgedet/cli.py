@@ -174,7 +174,15 @@ def eval_cmd(subnet: Optional[list[str]] = typer.Option(None, "--subnet", "-s", 
     """COCO AP (pycocotools) of subnets; with no checkpoint/data, the bundled demo supernet on its val set."""
     from .api import evaluate
 
-    rep = evaluate(checkpoint, data, subnet or None, split=split, batch_size=batch_size, progress=not as_json)
+    if as_json or not sys.stderr.isatty():
+        rep = evaluate(checkpoint, data, subnet or None, split=split, batch_size=batch_size)
+    else:
+        from rich.progress import Progress
+
+        with Progress(transient=True) as bar:
+            task = bar.add_task("evaluating", total=None)
+            rep = evaluate(checkpoint, data, subnet or None, split=split, batch_size=batch_size,
+                           progress=lambda d, t: bar.update(task, completed=d, total=t))
     if as_json:
         typer.echo(json.dumps(rep, indent=1))
         return

@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .config import SubnetConfig
 from .data.transforms import batch_resize

@@ -37,7 +37,7 @@ class QuerySelection(nn.Module):
     """Encoder head of one query group: scores every memory position and keeps the top-k as queries.
 
     memory [B, S, C] (zeroed where the proposal is invalid) -> (logits [B, k, classes], boxes [B, k, 4] (with grad),
-    reference [B, k, 4] (detached), content of the selected positions [B, k, C]).
+    reference [B, k, 4] (detached)). Query content is learned (query_feat), not the selected memory.
     """
 
     def __init__(self, dim: int, num_classes: int):
@@ -54,4 +54,4 @@ class QuerySelection(nn.Module):
         idx = torch.topk(logits.max(-1).values, k, dim=1).indices  # [B, k]
         pick = lambda t: torch.gather(t, 1, idx.unsqueeze(-1).expand(-1, -1, t.shape[-1]))  # noqa: E731
         sel_boxes = pick(boxes)
-        return pick(logits), sel_boxes, sel_boxes.detach(), pick(mem)
+        return pick(logits), sel_boxes, sel_boxes.detach()

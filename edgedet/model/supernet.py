@@ -98,7 +98,7 @@ class Supernet(nn.Module):
         masked = memory * self.proposals(shapes, memory.device)[1]
         enc_l, enc_b, refs, tgts = [], [], [], []
         for g in range(groups):
-            logits, boxes, ref, _ = self.query_select[g](masked, props, queries)
+            logits, boxes, ref = self.query_select[g](masked, props, queries)
             enc_l.append(logits)
             enc_b.append(boxes)
             refs.append(apply_delta(self.refpoint_embed[g * nq:g * nq + queries].unsqueeze(0), ref))
@@ -166,7 +166,7 @@ class SubnetModule(nn.Module):
         t = t.reshape(-1, self.grid, self.grid, t.shape[-1])
         maps = self.projector(self.vit.encode(t, self.cls_token, self.grid, self.grid, self.windows))
         memory = _flatten(maps)
-        logits, boxes, ref, _ = self.query_select(memory * self.valid, self.proposals, self.queries)
+        logits, boxes, ref = self.query_select(memory * self.valid, self.proposals, self.queries)
         if self.depth == 0:
             return boxes, logits
         ref = apply_delta(self.refpoint_embed.unsqueeze(0), ref)

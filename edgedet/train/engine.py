@@ -17,10 +17,9 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
 from ..checkpoint import atomic_write, save_supernet
-from ..config import SearchSpace, SubnetConfig, SupernetConfig
+from ..config import SubnetConfig, SupernetConfig
 from ..errors import CheckpointError, ConfigError
 from .criterion import SetCriterion
 

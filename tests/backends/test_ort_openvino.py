@@ -9,7 +9,7 @@ import torch
 from edgedet.backends import get_backend
 from edgedet.backends.base import Artifact, Unsupported, sha256
 from edgedet.checkpoint import save_supernet
-from edgedet.config import CalibrationRecipe, SubnetConfig, TargetSpec
+from edgedet.config import SubnetConfig, TargetSpec
 from edgedet.data.coco import CocoDetection
 from edgedet.deploy import benchmark_artifact, compile_subnet
 from edgedet.evaluate import evaluate_runner, evaluate_subnets
@@ -61,7 +61,7 @@ def test_int8_artifact_runs_and_is_evaluated_from_its_own_outputs(tiny_net, back
     be = get_backend(backend)
     rq, rf = be.load(q, {"threads": 1}), be.load(fp, {"threads": 1})
     x = np.random.default_rng(0).random((1, 3, 192, 192), dtype=np.float32)
-    (bq, lq), (bf, lf) = rq.infer(x), rf.infer(x)
+    (bq, lq), (_, lf) = rq.infer(x), rf.infer(x)
     assert np.isfinite(bq).all() and not np.allclose(lq, lf)  # really quantized
     assert np.corrcoef(lq.ravel(), lf.ravel())[0, 1] > 0.8  # same function, with quantization noise
     ds = CocoDetection(synth_data, "valid")
