@@ -86,8 +86,6 @@ def benchmark_artifact(artifact: Artifact | str | Path, target: TargetSpec | str
                        with_ap: bool = True, batch_size: int = 8) -> dict:
     """One row: format, precision, status ('ok' or 'unsupported: ...'), size MB, AP (from the artifact's own
     outputs), latency record at the target's settings."""
-    from .profiler import measure
-
     t, _ = _target(target)
     art = artifact if isinstance(artifact, Artifact) else Artifact.open(Path(artifact))
     size = sum((art.dir / f).stat().st_size for f in art.files if not f.startswith("runtime/")) / 1e6
@@ -99,20 +97,23 @@ def benchmark_artifact(artifact: Artifact | str | Path, target: TargetSpec | str
         return row
     if t.backend != art.backend:
         raise ConfigError(f"artifact {art.dir} is for {art.backend}, target {t.name} runs {t.backend}")
-    if t.device.type != "local":
-        row["status"] = "unsupported: remote devices are measured through the SSH device (not in this build)"
-        return row
+    from .devices import DeviceError, open_devices
+
+    devices = open_devices(t)
+    dev, runner = devices[0], None
     try:
-        runner = get_backend(art.backend).load(art, runtime_options(t))
-    except Unsupported as e:
-        row["status"] = str(e)
+        art = dev.prepare(art, t)
+        if t.device.type == "local":
+            runner = dev.load(art, t)
+            rec = dev.measure(art, t, runner=runner)
+        else:
+            rec = dev.measure(art, t)
+    except (Unsupported, DeviceError) as e:
+        row["status"] = str(e) if isinstance(e, Unsupported) else f"error: {e}"
         return row
-    b = t.benchmark
-    x = np.random.default_rng(0).random((b.batch, 3, art.resolution, art.resolution), dtype=np.float32)
-    rec = measure(lambda: runner.infer(x), warmup=b.warmup, runs=b.runs, min_duration_s=b.min_duration_s,
-                  cooldown_ms=b.cooldown_ms, batch=b.batch, noise_threshold=b.noise_threshold,
-                  pin_cpus=list(range(t.runtime.threads)) if t.runtime.pin_threads and t.runtime.threads else None)
-    rec.runtime = runner.info()
+    finally:
+        for d in devices:
+            d.close()
     row["latency"] = rec.to_dict()
     if with_ap:
         from .data.coco import CocoDetection
@@ -120,5 +121,8 @@ def benchmark_artifact(artifact: Artifact | str | Path, target: TargetSpec | str
         from .evaluate import evaluate_runner
 
         ds = CocoDetection(Path(data) if data else demo_data(), "valid")
-        row["ap"] = evaluate_runner(runner.infer, art.resolution, ds, batch_size=1)
+        if runner is None and art.backend != "tensorrt" and get_backend(art.backend).available() is None:
+            runner = get_backend(art.backend).load(art, runtime_options(t))  # the same file, run here
+        if runner is not None:
+            row["ap"] = evaluate_runner(runner.infer, art.resolution, ds, batch_size=1)
     return row

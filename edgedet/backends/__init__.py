@@ -6,6 +6,7 @@ import importlib
 from ..errors import ConfigError
 
 _MODULES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "tflite": "tflite", "tensorrt": "tensorrt"}
+BACKEND_NAMES = tuple(_MODULES)
 
 
 def get_backend(name: str):
