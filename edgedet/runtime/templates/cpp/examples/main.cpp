@@ -4,6 +4,7 @@
 //   edgedet_example --time 200 [--warmup 20] IMAGE.ppm     p50/p90 of detect() and of inference alone (ms)
 //   edgedet_example --instances 2 IMAGE.ppm...             one Detector per thread, same detections as one
 //   edgedet_example --selftest IMAGE.ppm                   bad input throws; strided rows; no per-frame allocation
+//   edgedet_example --dump DIR IMAGE.ppm                   also writes the last image's input/boxes/logits (.f32)
 //
 // Convert other formats to PPM first, e.g. `convert in.jpg out.ppm` or PIL's Image.save("out.ppm").
 #include <algorithm>
@@ -281,10 +282,26 @@ int selftest_mode(const std::string& dir, const edgedet::Options& opt, const Ima
     return failed ? 1 : 0;
 }
 
+void dump(const edgedet::Detector& det, const std::string& dir) {
+    const int r = det.resolution(), q = det.num_queries(), c = det.num_classes();
+    const struct {
+        const char* name;
+        const float* data;
+        size_t n;
+    } arrays[] = {{"input.f32", det.input(), size_t(3) * r * r},
+                  {"boxes.f32", det.boxes(), size_t(q) * 4},
+                  {"logits.f32", det.logits(), size_t(q) * c}};
+    for (const auto& a : arrays) {
+        std::ofstream f(dir + "/" + a.name, std::ios::binary);
+        if (!f.write(reinterpret_cast<const char*>(a.data), std::streamsize(a.n * sizeof(float))))
+            throw std::runtime_error(dir + "/" + a.name + ": cannot write");
+    }
+}
+
 int usage() {
     std::fprintf(stderr,
                  "usage: edgedet_example [--artifact DIR] [--threshold T] [--threads N] [--time RUNS] "
-                 "[--warmup N] [--instances K] [--repeat N] [--selftest] IMAGE.ppm...\n"
+                 "[--warmup N] [--instances K] [--repeat N] [--selftest] [--dump DIR] IMAGE.ppm...\n"
                  "%s on %s (%s), %d x %d input; artifact default: %s\n",
                  edgedet::config::kSubnet, edgedet::config::kBackend, edgedet::config::kPrecision,
                  edgedet::config::kResolution, edgedet::config::kResolution, EDGEDET_DEFAULT_ARTIFACT);
@@ -294,7 +311,7 @@ int usage() {
 }  // namespace
 
 int main(int argc, char** argv) {
-    std::string dir = EDGEDET_DEFAULT_ARTIFACT;
+    std::string dir = EDGEDET_DEFAULT_ARTIFACT, dump_dir;
     edgedet::Options opt;
     int time_runs = 0, warmup = 20, instances = 0, repeat = 3;
     bool selftest = false;
@@ -317,6 +334,7 @@ int main(int argc, char** argv) {
         else if (a == "--instances") instances = std::atoi(value());
         else if (a == "--repeat") repeat = std::atoi(value());
         else if (a == "--selftest") selftest = true;
+        else if (a == "--dump") dump_dir = value();
         else if (a == "-h" || a == "--help") return usage();
         else if (!a.empty() && a[0] == '-') {
             std::fprintf(stderr, "error: unknown option %s\n", a.c_str());
@@ -334,6 +352,7 @@ int main(int argc, char** argv) {
         for (size_t i = 0; i < images.size(); ++i)
             print_detections(det, paths[i], det.detect(images[i].rgb.data(), images[i].width, images[i].height,
                                                        images[i].width * 3));
+        if (!dump_dir.empty()) dump(det, dump_dir);
     } catch (const std::exception& e) {
         std::fprintf(stderr, "error: %s\n", e.what());
         return 1;
