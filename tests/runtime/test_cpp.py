@@ -145,7 +145,7 @@ def test_selftest_bad_input_strides_and_no_allocation_per_frame(ov, images):
     assert all(c["ok"] for c in checks.values()), checks
     assert "stride 959 bytes is shorter than one RGB row" in checks["short stride throws"]["detail"]
     assert "pre+post-processing 0" in checks["no allocation in pre/post-processing"]["detail"]
-    assert len(checks) == 9
+    assert len(checks) == 10
 
 
 def test_one_detector_per_thread_agrees_with_one_instance(ov, images):

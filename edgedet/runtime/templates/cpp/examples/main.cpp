@@ -19,6 +19,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "edgedet/config.hpp"
@@ -245,6 +246,12 @@ int selftest_mode(const std::string& dir, const edgedet::Options& opt, const Ima
     report("short stride throws", throws<InvalidInput>([&] { det.detect(p, w, h, 3 * w - 1); }, "stride", msg), msg);
     report("missing artifact throws",
            throws<edgedet::Error>([&] { edgedet::Detector bad(dir + "/no-such-dir", opt); }, "artifact", msg), msg);
+    {
+        edgedet::Detector moved(std::move(det));
+        report("moved-from detector throws",
+               throws<edgedet::Error>([&] { det.detect(p, w, h, 3 * w); }, "moved from", msg), msg);
+        det = std::move(moved);
+    }
     const std::vector<edgedet::Detection> tight = det.detect(p, w, h, 3 * w);
     // the same image with padded rows (stride > 3 * width), e.g. a camera buffer or a crop of a larger frame
     const int stride = 3 * w + 37;

@@ -90,11 +90,16 @@ Detector::Detector(const std::string& artifact_dir, const Options& options) : im
 }
 
 Detector::~Detector() = default;
+
+Detector::Impl& Detector::impl() const {
+    if (!impl_) throw Error("edgedet::Detector used after being moved from");
+    return *impl_;
+}
 Detector::Detector(Detector&&) noexcept = default;
 Detector& Detector::operator=(Detector&&) noexcept = default;
 
 void Detector::preprocess(const uint8_t* rgb, int width, int height, int stride) {
-    if (!impl_) throw Error("edgedet::Detector used after being moved from");
+    Impl& m = impl();
     if (rgb == nullptr) throw InvalidInput("edgedet::Detector::detect: rgb is a null pointer");
     if (width <= 0 || height <= 0)
         throw InvalidInput("edgedet::Detector::detect: image size " + std::to_string(width) + " x " +
@@ -103,7 +108,6 @@ void Detector::preprocess(const uint8_t* rgb, int width, int height, int stride)
         throw InvalidInput("edgedet::Detector::detect: stride " + std::to_string(stride) +
                            " bytes is shorter than one RGB row (3 * width = " +
                            std::to_string(3 * static_cast<int64_t>(width)) + ")");
-    Impl& m = *impl_;
     const int r = config::kResolution;
     if (width != m.table_w || height != m.table_h) {
         axis_weights(r, width, m.x0, m.x1, m.wx0, m.wx1);
@@ -137,13 +141,11 @@ void Detector::preprocess(const uint8_t* rgb, int width, int height, int stride)
 }
 
 void Detector::infer() {
-    if (!impl_) throw Error("edgedet::Detector used after being moved from");
-    impl_->engine->run();
+    impl().engine->run();
 }
 
 const std::vector<Detection>& Detector::postprocess(int width, int height) {
-    if (!impl_) throw Error("edgedet::Detector used after being moved from");
-    Impl& m = *impl_;
+    Impl& m = impl();
     const float* logits = m.engine->logits();
     const float* boxes = m.engine->boxes();
     const int c = config::kNumClasses;
@@ -187,19 +189,19 @@ const std::vector<Detection>& Detector::detect(const uint8_t* rgb, int width, in
     return postprocess(width, height);
 }
 
-const float* Detector::input() const { return impl_->engine->input(); }
-const float* Detector::boxes() const { return impl_->engine->boxes(); }
-const float* Detector::logits() const { return impl_->engine->logits(); }
+const float* Detector::input() const { return impl().engine->input(); }
+const float* Detector::boxes() const { return impl().engine->boxes(); }
+const float* Detector::logits() const { return impl().engine->logits(); }
 int Detector::resolution() const { return config::kResolution; }
 int Detector::num_queries() const { return config::kNumQueries; }
 int Detector::num_classes() const { return config::kNumClasses; }
-float Detector::threshold() const { return impl_->threshold; }
-int Detector::topk() const { return impl_->topk; }
+float Detector::threshold() const { return impl().threshold; }
+int Detector::topk() const { return impl().topk; }
 
 const char* Detector::class_name(int label) const {
     return label >= 0 && label < config::kNumClassNames ? config::kClassNames[label] : "";
 }
 
-std::string Detector::backend_info() const { return impl_->engine->info(); }
+std::string Detector::backend_info() const { return impl().engine->info(); }
 
 }  // namespace edgedet

@@ -12,7 +12,8 @@
 // NCHW float; the top-k (query, class) pairs by logit (ties: lower flat index q*C+c first) become detections with
 // sigmoid scores above the threshold and xyxy boxes in pixels of the input image, clipped to it.
 //
-// Threads: a Detector is not shareable; use one instance per thread (instances share nothing).
+// Threads: a Detector is not shareable; use one instance per thread (instances share nothing). A moved-from
+// Detector throws edgedet::Error when used.
 // Memory: buffers are allocated at construction and on the first frame of a new size; detect() on frames of the
 // same size allocates nothing in edgedet's code.
 #pragma once
@@ -87,6 +88,7 @@ class Detector {
 
   private:
     struct Impl;
+    Impl& impl() const;  // throws Error on a moved-from Detector
     std::unique_ptr<Impl> impl_;
 };
 
