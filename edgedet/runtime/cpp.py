@@ -53,13 +53,14 @@ def unsupported_reason(backend: str) -> str | None:
 def _model_file(artifact) -> tuple[str, str]:
     """(model file relative to the artifact folder, hint appended to 'not found')."""
     if artifact.backend == "tensorrt":
-        return TRT_ENGINE, (" (TensorRT engines are built on the device: cd ARTIFACT && python3 build_engine.py)")
+        return TRT_ENGINE, " (TensorRT engines are built on the device: cd ARTIFACT && python3 build_engine.py)"
     return artifact.model_file, " (is this the artifact folder edgedet compile wrote?)"
 
 
 def render_cpp(artifact) -> Path:
     """Write DIR/runtime/cpp (CMakeLists.txt, include/, src/, examples/, README.md) for the artifact's backend,
-    replacing any earlier project there (and its build folder); returns that folder. Raises Unsupported for a backend without a C++ engine (LiteRT)."""
+    replacing any earlier project there (and its build folder); returns that folder. Raises Unsupported for a
+    backend without a C++ engine (LiteRT)."""
     from ..backends.base import Unsupported
 
     reason = unsupported_reason(artifact.backend)

@@ -93,7 +93,7 @@ def test_project_is_rendered_from_the_runtime_config_and_sealed(ov):
     py_cfg = python_runtime(ov).CONFIG
     hpp = (cpp / "include" / "edgedet" / "config.hpp").read_text()
     assert f"kResolution = {py_cfg['resolution']};" in hpp and "kResolution = 192;" in hpp
-    assert f"kNumQueries = 25;" in hpp and f"kNumClasses = {py_cfg['num_classes']};" in hpp
+    assert "kNumQueries = 25;" in hpp and f"kNumClasses = {py_cfg['num_classes']};" in hpp
     assert f"kThreshold = {py_cfg['threshold']}f;" in hpp and f"kTopK = {py_cfg['topk']};" in hpp
     names = ", ".join(f'"{n}"' for n in py_cfg["class_names"])
     assert f"kClassNames[] = {{{names}}};" in hpp and 'kModelFile = "model.xml"' in hpp

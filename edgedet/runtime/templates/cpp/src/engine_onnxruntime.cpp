@@ -88,7 +88,8 @@ class OrtEngine : public Engine {
         auto expect = [&](bool input, const char* name, const std::vector<int64_t>& want) {
             const size_t n = input ? session_.GetInputCount() : session_.GetOutputCount();
             for (size_t i = 0; i < n; ++i) {
-                auto got_name = input ? session_.GetInputNameAllocated(i, alloc) : session_.GetOutputNameAllocated(i, alloc);
+                auto got_name =
+                    input ? session_.GetInputNameAllocated(i, alloc) : session_.GetOutputNameAllocated(i, alloc);
                 if (std::string(got_name.get()) != name) continue;
                 Ort::TypeInfo type = input ? session_.GetInputTypeInfo(i) : session_.GetOutputTypeInfo(i);
                 auto info = type.GetTensorTypeAndShapeInfo();

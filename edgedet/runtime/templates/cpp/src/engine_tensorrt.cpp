@@ -45,7 +45,8 @@ class TrtEngine : public Engine {
         try {
             device = options.device.empty() ? 0 : std::stoi(options.device);
         } catch (const std::exception&) {
-            throw InvalidInput("edgedet::Options::device: TensorRT takes a CUDA device index, got '" + options.device + "'");
+            throw InvalidInput("edgedet::Options::device: TensorRT takes a CUDA device index, got '" +
+                               options.device + "'");
         }
         cuda_check(cudaSetDevice(device), "cudaSetDevice");
         std::ifstream f(path, std::ios::binary);
@@ -118,7 +119,8 @@ class TrtEngine : public Engine {
     void expect(const char* name, nvinfer1::TensorIOMode mode) {
         for (int i = 0; i < engine_->getNbIOTensors(); ++i)
             if (std::string(engine_->getIOTensorName(i)) == name) {
-                if (engine_->getTensorIOMode(name) != mode || engine_->getTensorDataType(name) != nvinfer1::DataType::kFLOAT)
+                if (engine_->getTensorIOMode(name) != mode ||
+                    engine_->getTensorDataType(name) != nvinfer1::DataType::kFLOAT)
                     throw Error(path_ + ": engine tensor '" + name + "' is not a float " +
                                 (mode == nvinfer1::TensorIOMode::kINPUT ? "input" : "output"));
                 return;
