@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
 EXTRAS ?= dev,openvino,tensorrt,litert
 
-.PHONY: venv test test-fast demo clean
+.PHONY: venv cxx-toolchain test test-fast demo clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -16,10 +16,21 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-test: venv
+# cmake and a C++17 compiler for the C++ runtime tests (the OpenVINO SDK comes with the openvino wheel)
+cxx-toolchain:
+	@if ! command -v cmake >/dev/null 2>&1 || ! command -v g++ >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing cmake and g++ (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake g++ >/dev/null; \
+	  else \
+	    echo "warning: cmake or g++ missing and cannot apt-get install them: the C++ runtime tests will fail"; \
+	  fi; \
+	fi
+
+test: venv cxx-toolchain
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-test-fast: venv
+test-fast: venv cxx-toolchain
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 demo: venv
