@@ -281,7 +281,8 @@ def search(target: Path = typer.Option(Path("targets/local_cpu.yaml"), "--target
            generations: int = typer.Option(6, "--generations", min=1, help="NSGA-II generations per round."),
            population: int = typer.Option(24, "--population", min=2, help="NSGA-II population."),
            seed: int = typer.Option(0, "--seed"),
-           runtime: list[str] = typer.Option(["python"], "--runtime", help="Runtimes written for front points.")):
+           runtime: list[str] = typer.Option(["python", "cpp"], "--runtime", help="Runtimes written for front "
+                                             "points (python, cpp; repeatable or comma list).")):
     """Hardware-in-the-loop search: AP x measured latency on the target, Pareto front compiled with its runtime."""
     from rich.console import Console
 

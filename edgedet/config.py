@@ -430,7 +430,7 @@ class ManifestArtifact(BaseModel):
     backend: str
     model_file: str
     files: dict[str, str]  # relative path -> sha256
-    runtime: dict[str, str]  # python / cpp -> folder relative to the manifest's folder
+    runtime: dict[str, str]  # python / cpp -> path relative to the manifest's folder, or 'unsupported: ...'
 
 
 class FrontPoint(MeasuredPoint):
