@@ -189,6 +189,7 @@ def convert_dinov3(sd: dict) -> tuple[dict, int]:
     hf = next((k[:-len("embeddings.cls_token")] for k in sd if k.endswith("embeddings.cls_token")), None)
     if hf is not None:
         inner = {k[len(hf):]: v for k, v in sd.items() if k.startswith(hf)}
+        inner = {k.removeprefix("model."): v for k, v in inner.items()}  # transformers >= 5: model.layer.N
         out: dict[str, torch.Tensor] = {}
         qkv: dict[tuple[int, str], dict[str, torch.Tensor]] = {}
         for k, v in inner.items():
