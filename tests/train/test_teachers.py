@@ -82,7 +82,8 @@ def test_dinov3_matches_transformers_in_both_layouts(tmp_path):
     x = torch.rand(2, 3, 64, 96, generator=torch.Generator().manual_seed(1))  # 4 x 6 patches: per-axis coordinates
     want = _hf_features(model, x, 1 + 4)
     save_file(sd, str(tmp_path / "hf.safetensors"))  # transformers >= 5 names (model.layer.N)
-    save_file({k.removeprefix("model."): v for k, v in sd.items()}, str(tmp_path / "hub-hf.safetensors"))  # as on the Hub
+    hub_names = {k.removeprefix("model."): v for k, v in sd.items()}  # as published on the Hub (layer.N)
+    save_file(hub_names, str(tmp_path / "hub-hf.safetensors"))
     torch.save(_hub_from_hf_dinov3(sd), tmp_path / "hub.pth")
     for f in ("hf.safetensors", "hub-hf.safetensors", "hub.pth"):
         t = load_teacher(tmp_path / f, heads=4)
