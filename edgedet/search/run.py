@@ -58,6 +58,7 @@ class Ctx:
     say: Say
     progress: Callable | None
     devices: list = field(default_factory=list)
+    space_subnets: list = field(default_factory=list)
     predictor: object = None
     feats: dict = field(default_factory=dict)
 
@@ -92,7 +93,13 @@ def torch_ap(ctx: Ctx, subnets: list[SubnetConfig]) -> dict[str, dict]:
     from ..evaluate import evaluate_subnets
 
     have = ctx.store.accuracy(ctx.acc_key)
-    todo = list({s.id: s for s in subnets if s.id not in have}.values())
+    todo = {s.id: s for s in subnets if s.id not in have}
+    # a (patch, resolution, windows) group costs one backbone pass whatever its depths and query counts, so the
+    # whole group of the space is evaluated the first time any of it is asked for
+    groups = {(s.patch, s.resolution, s.windows) for s in todo.values()}
+    todo.update({s.id: s for s in ctx.space_subnets if (s.patch, s.resolution, s.windows) in groups
+                 and s.id not in have})
+    todo = list(todo.values())
     if todo:
         t0 = time.perf_counter()
         res = evaluate_subnets(ctx.net, todo, ctx.dataset, progress=ctx.progress and ctx.progress("AP", todo))
@@ -300,7 +307,8 @@ def search(target: str | Path, checkpoint: str | Path | None = None, data: str |
         ctx = Ctx(net=net, target=t, target_path=tpath, dataset=ds, store=store,
                   fp=_fingerprint(t, chk["info"], rt), runtime_version=rt,
                   acc_key=hashlib.sha256(f"{ck_sha}:{ds_sha}:{len(ds)}".encode()).hexdigest()[:32],
-                  out=out, say=say, progress=progress, devices=devices)
+                  out=out, say=say, progress=progress, devices=devices,
+                  space_subnets=list({c.subnet.id: c.subnet for c in cands}.values()))
         say(f"search: {len(cands)} candidates ({len(cands) // len(t.precisions)} subnets x {', '.join(t.precisions)})"
             f" on {t.name} [{devices[0].name}{f' +{len(devices) - 1}' if len(devices) > 1 else ''}, "
             f"{t.backend} {rt}], budget {budget} measurements, AP on {len(ds)} images")
