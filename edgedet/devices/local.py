@@ -15,6 +15,22 @@ def runtime_options(t: TargetSpec) -> dict:
     return t.runtime.model_dump()
 
 
+_PACKAGES = {"onnxruntime": ("onnxruntime",), "openvino": ("openvino",), "tensorrt": ("tensorrt",),
+             "tflite": ("ai-edge-litert", "tflite-runtime", "tensorflow")}
+
+
+def _version(backend: str) -> str:
+    """Version of the package that runs `backend` here (the runtime version measurements are keyed by)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    for pkg in _PACKAGES.get(backend, ()):
+        try:
+            return f"{pkg} {version(pkg)}"
+        except PackageNotFoundError:
+            continue
+    return "available"
+
+
 class LocalDevice(Device):
     name = "local"
 
@@ -27,9 +43,9 @@ class LocalDevice(Device):
         runtimes = {}
         for name in BACKEND_NAMES:
             why = get_backend(name).available()
-            runtimes[name] = "ok" if why is None else f"missing: {why}"
+            runtimes[name] = _version(name) if why is None else f"missing: {why}"
         return {"device": self.name, "info": self.info(), "runtimes": runtimes,
-                "backend_ok": runtimes.get(target.backend) == "ok"}
+                "backend_ok": not runtimes.get(target.backend, "missing").startswith("missing")}
 
     def load(self, artifact: Artifact, target: TargetSpec):
         return get_backend(artifact.backend).load(artifact, runtime_options(target))

@@ -311,7 +311,7 @@ def search(target: str | Path, checkpoint: str | Path | None = None, data: str |
                   space_subnets=list({c.subnet.id: c.subnet for c in cands}.values()))
         say(f"search: {len(cands)} candidates ({len(cands) // len(t.precisions)} subnets x {', '.join(t.precisions)})"
             f" on {t.name} [{devices[0].name}{f' +{len(devices) - 1}' if len(devices) > 1 else ''}, "
-            f"{t.backend} {rt}], budget {budget} measurements, AP on {len(ds)} images")
+            f"{rt}], budget {budget} measurements, AP on {len(ds)} images")
         prior = _measured(ctx)
         if prior:
             say(f"store: {len(prior)} measurements of this target already done (not repeated)")
