@@ -22,14 +22,12 @@ class LocalDevice(Device):
         return device_info()
 
     def check(self, target: TargetSpec) -> dict:
-        from ..backends import BACKEND_NAMES
+        """Runtimes as the agent reports them on a device ('ok <version>' or 'missing: <why>'), imported here."""
+        from . import agent
 
-        runtimes = {}
-        for name in BACKEND_NAMES:
-            why = get_backend(name).available()
-            runtimes[name] = "ok" if why is None else f"missing: {why}"
-        return {"device": self.name, "info": self.info(), "runtimes": runtimes,
-                "backend_ok": runtimes.get(target.backend) == "ok"}
+        runtimes = agent.check_runtimes()
+        return {"device": self.name, "address": self.name, "info": self.info(), "runtimes": runtimes,
+                "backend_ok": runtimes.get(target.backend, "").startswith("ok") and target.backend != "tensorrt"}
 
     def load(self, artifact: Artifact, target: TargetSpec):
         return get_backend(artifact.backend).load(artifact, runtime_options(target))
