@@ -40,6 +40,8 @@ import sys
 import time
 
 PROTOCOL = 1
+TEGRA_RELEASE = "/etc/nv_tegra_release"  # Jetson: the L4T release
+DT_MODEL = "/proc/device-tree/model"  # Jetson (and other boards): the board name
 RECORD_FIELDS = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "spread", "noisy", "runs", "warmup", "batch",
                  "cooldown_ms", "duration_s", "runtime", "device", "note")
 
@@ -219,9 +221,9 @@ def gpu_info() -> dict:
     smi = _cmd(["nvidia-smi", "--query-gpu=" + ",".join(NVIDIA_SMI_FIELDS), "--format=csv,noheader,nounits"])
     if smi:
         out["gpus"] = parse_nvidia_smi(smi)
-    l4t = parse_nv_tegra_release(_read("/etc/nv_tegra_release") or "")
+    l4t = parse_nv_tegra_release(_read(TEGRA_RELEASE) or "")
     if l4t:
-        jetson = {"l4t": l4t, "model": _read("/proc/device-tree/model")}
+        jetson = {"l4t": l4t, "model": _read(DT_MODEL)}
         mode = parse_nvpmodel(_cmd(["nvpmodel", "-q"]) or "")
         jetson["power_mode"] = mode
         line = tegrastats_sample()
@@ -594,11 +596,12 @@ def cmd_bench(args, req) -> dict:
     except ImportError as e:
         raise _missing("numpy", e) from None
     options = dict(req.get("runtime") or {}, batch=int(req.get("batch", 1)))
-    runner = load_runner(args.artifact, art, options)
-    x = _bench_input(args.artifact, art, int(req.get("batch", 1)))
     threads, pin = options.get("threads"), options.get("pin_threads")
     pin_cpus = list(range(int(threads))) if pin and threads else None
+    # loading (an OpenVINO compile, an engine deserialized) is work on the device too: inside the lock
     with DeviceLock(_lock_path(args), float(req.get("lock_timeout_s", 600))) as lock:
+        runner = load_runner(args.artifact, art, options)
+        x = _bench_input(args.artifact, art, int(req.get("batch", 1)))
         held_from = time.time()
         times, total = time_runs(lambda: runner.infer(x), warmup=int(req.get("warmup", 10)),
                                  runs=int(req.get("runs", 100)), min_duration_s=float(req.get("min_duration_s", 1.0)),

@@ -108,7 +108,8 @@ def _target_yaml(path: Path, hosts: list, backend="onnxruntime") -> Path:
     import yaml
 
     path.write_text(yaml.safe_dump({"name": "ssh_check", "device": {"type": "ssh", "hosts": [
-        h.model_dump() for h in hosts]}, "backend": backend, "precisions": ["fp32"]}))
+        h.model_dump() for h in hosts]}, "backend": backend, "precisions": ["fp32"],
+        "benchmark": {"warmup": 1, "runs": 3, "min_duration_s": 0}}))
     return path
 
 
@@ -143,6 +144,16 @@ def test_device_check_cli_errors(ssh_env, tmp_path):
     y = _target_yaml(tmp_path / "down.yaml", [ssh_env.host(port=free_port(), connect_timeout_s=2)])
     p = _cli("device", "check", str(y))
     assert p.returncode == 1 and "cannot connect" in p.stdout and "Traceback" not in p.stdout + p.stderr
+
+
+def test_edgedet_bench_on_an_ssh_target(ssh_env, ort_artifact, tmp_path):
+    host = ssh_env.host(workdir=str(tmp_path / "w"))
+    y = _target_yaml(tmp_path / "t.yaml", [host])
+    p = _cli("bench", str(ort_artifact.dir), "--target", str(y), "--no-ap", "--json")
+    assert p.returncode == 0, p.stderr
+    (row,) = json.loads(p.stdout)
+    assert row["status"] == "ok" and row["latency"]["device"]["ssh"] == f"{host.user}@127.0.0.1:{host.port}"
+    assert row["latency"]["runtime"]["runtime"] == "onnxruntime"
 
 
 def test_pool_check_warns_about_one_machine_twice(ssh_env, tmp_path):
