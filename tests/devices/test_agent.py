@@ -188,3 +188,16 @@ def test_device_info_with_jetson_and_nvidia_tools(tmp_path, monkeypatch):
     j = info["jetson"]
     assert j["l4t"] == "R36.3.0" and j["model"] == "NVIDIA Jetson AGX Orin Developer Kit"
     assert j["power_mode"] == {"name": "MAXN", "id": 0} and j["tegrastats"]["gpu_load_pct"] == 37
+
+
+def test_local_device_check_reports_like_the_agent():
+    from edgedet.config import load_target
+    from edgedet.devices import check_devices
+
+    root = Path(__file__).resolve().parents[2]
+    rep = check_devices(load_target(root / "targets" / "local_cpu.yaml"))
+    (d,) = rep["devices"]
+    assert d["ok"] and d["error"] is None and d["runtimes"]["onnxruntime"].startswith("ok ")
+    assert set(d["runtimes"]) == set(agent.RUNTIME_DISTS) and d["info"]["cores"] >= 1
+    rep = check_devices(load_target(root / "targets" / "local_cpu.yaml").model_copy(update={"backend": "tensorrt"}))
+    assert not rep["devices"][0]["ok"]  # engines are never run on this machine
