@@ -237,9 +237,15 @@ class SSHDevice(Device):
     def _drop(self) -> None:
         with self._conn_guard:
             conn, self._conn = self._conn, None
-        if conn is not None:
+        if conn is not None:  # closed on the loop's thread (asyncssh objects are not thread-safe)
             with contextlib.suppress(Exception):
-                conn.close()
+                _Loop.run(self._aclose(conn))
+
+    @staticmethod
+    async def _aclose(conn) -> None:
+        conn.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(conn.wait_closed(), 2)
 
     def close(self) -> None:
         self._drop()
