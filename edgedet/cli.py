@@ -314,7 +314,8 @@ def device_report_lines(rep: dict) -> list[str]:
     out = [f"target {rep['target']} (backend {rep['backend']})"]
     for d in rep["devices"]:
         if d["error"]:
-            out.append(f"  {d['address']}: error: {d['error']}")
+            err = d["error"].removeprefix(f"{d['address']}: ")
+            out.append(f"  {d['address']}: error: {err}")
             continue
         i = d["info"]
         where = f" (workdir {d['workdir']}, python {d['python']})" if "workdir" in d else ""
