@@ -216,11 +216,14 @@ def tegrastats_sample(timeout: float = 3.0) -> str | None:
 
 
 def gpu_info() -> dict:
-    """nvidia-smi GPUs and/or Jetson facts (model, L4T release, nvpmodel power mode, a tegrastats sample)."""
+    """nvidia-smi GPUs and/or Jetson facts (model, L4T release, nvpmodel power mode, a tegrastats sample), plus two
+    summary strings that identify the device kind: `gpu` (GPU names, or the Jetson board) and `power_mode`
+    ('MAXN (0)'); both absent where there is neither."""
     out = {}
     smi = _cmd(["nvidia-smi", "--query-gpu=" + ",".join(NVIDIA_SMI_FIELDS), "--format=csv,noheader,nounits"])
     if smi:
         out["gpus"] = parse_nvidia_smi(smi)
+        out["gpu"] = ", ".join(str(g.get("name")) for g in out["gpus"])
     l4t = parse_nv_tegra_release(_read(TEGRA_RELEASE) or "")
     if l4t:
         jetson = {"l4t": l4t, "model": _read(DT_MODEL)}
@@ -230,6 +233,9 @@ def gpu_info() -> dict:
         if line:
             jetson["tegrastats"] = parse_tegrastats(line)
         out["jetson"] = jetson
+        out["gpu"] = out.get("gpu") or jetson["model"] or "Jetson (L4T %s)" % l4t
+        if mode:
+            out["power_mode"] = "%s (%s)" % (mode["name"], mode["id"])
     return out
 
 

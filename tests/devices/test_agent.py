@@ -188,6 +188,7 @@ def test_device_info_with_jetson_and_nvidia_tools(tmp_path, monkeypatch):
     j = info["jetson"]
     assert j["l4t"] == "R36.3.0" and j["model"] == "NVIDIA Jetson AGX Orin Developer Kit"
     assert j["power_mode"] == {"name": "MAXN", "id": 0} and j["tegrastats"]["gpu_load_pct"] == 37
+    assert info["gpu"] == "Tesla T4" and info["power_mode"] == "MAXN (0)"  # the device kind, in two strings
 
 
 def test_local_device_check_reports_like_the_agent():
