@@ -244,6 +244,43 @@ def compile_cmd(subnet: str = typer.Option(..., "--subnet", "-s", help="Subnet i
 
 @app.command()
 @user_errors
+def search(target: Path = typer.Option(Path("targets/local_cpu.yaml"), "--target", "-t", help="Target YAML."),
+           output: Path = typer.Option(Path("runs/search/local_cpu"), "-o", "--output", help="Search folder."),
+           checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Supernet checkpoint "
+                                                     "(default: the bundled demo supernet)."),
+           data: Optional[Path] = typer.Option(None, "--data", help="COCO dataset folder whose valid/ split "
+                                               "measures AP (default: the demo's synthetic val set)."),
+           space: Optional[Path] = typer.Option(None, "--space", help="Search space YAML (default: the space the "
+                                                "supernet was trained for)."),
+           max_measurements: Optional[int] = typer.Option(None, "--max-measurements", min=1, help="Latency "
+                                                          "measurement budget (default: 5% of the candidates, >= 10)."),
+           resume: bool = typer.Option(False, "--resume", help="Continue the search in OUTPUT; nothing completed "
+                                       "is measured again."),
+           storage: Optional[str] = typer.Option(None, "--storage", help="SQLAlchemy URL of the study + store "
+                                                 "(default: sqlite OUTPUT/search.db); share it between machines."),
+           val_images: Optional[int] = typer.Option(None, "--val-images", min=1, help="AP on the first N val "
+                                                    "images only (faster, noisier)."),
+           generations: int = typer.Option(6, "--generations", min=1, help="NSGA-II generations per round."),
+           population: int = typer.Option(24, "--population", min=2, help="NSGA-II population."),
+           seed: int = typer.Option(0, "--seed"),
+           runtime: list[str] = typer.Option(["python"], "--runtime", help="Runtimes written for front points.")):
+    """Hardware-in-the-loop search: AP x measured latency on the target, Pareto front compiled with its runtime."""
+    from rich.console import Console
+
+    from .search import search as run_search
+    from .search.report import front_table
+
+    con = Console(width=140)
+    man = run_search(target, checkpoint=checkpoint, data=data, space=space, out=output,
+                     max_measurements=max_measurements, resume=resume, storage=storage, val_images=val_images,
+                     generations=generations, population=population, seed=seed, runtime=tuple(runtime),
+                     say=lambda m: con.print(m, highlight=False, markup=False))
+    con.print(front_table(man))
+    con.print(f"wrote {output}/manifest.json, pareto.png, report.html")
+
+
+@app.command()
+@user_errors
 def bench(artifacts: list[Path] = typer.Argument(..., help="Artifact folder(s) from edgedet compile."),
           target: Path = typer.Option(Path("targets/local_cpu.yaml"), "--target", "-t"),
           data: Optional[Path] = typer.Option(None, "--data", help="COCO dataset for AP (default: demo val set)."),

@@ -400,3 +400,62 @@ def load_target(path: Path | str) -> TargetSpec:
 
 def load_calibration(path: Path | str) -> CalibrationRecipe:
     return load_model(path, CalibrationRecipe)
+
+
+MANIFEST_VERSION = 1
+
+
+class MeasuredPoint(BaseModel):
+    """One candidate measured on the target: latency at the target's percentile with its full record (conditions),
+    AP of the compiled artifact (ap_source 'artifact') or of the torch subnet when the artifact's runtime is not
+    available on this machine (ap_source 'torch')."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str  # p16-r384-w2-d3-q100@int8
+    subnet: str
+    precision: str
+    status: str  # ok | unsupported: ... | error: ...
+    latency_ms: float | None = None
+    ap: dict[str, float] | None = None
+    ap_source: str | None = None
+    ap_torch: dict[str, float] | None = None
+    gflops: float | None = None
+    device: str = ""
+    record: dict | None = None
+
+
+class ManifestArtifact(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    dir: str  # relative to the manifest's folder
+    backend: str
+    model_file: str
+    files: dict[str, str]  # relative path -> sha256
+    runtime: dict[str, str]  # python / cpp -> folder relative to the manifest's folder
+
+
+class FrontPoint(MeasuredPoint):
+    artifact: ManifestArtifact
+
+
+class Manifest(BaseModel):
+    """runs/search/NAME/manifest.json: what was searched, on what, every measured point and the Pareto front."""
+
+    model_config = ConfigDict(extra="forbid")
+    format: Literal["edgedet.manifest"] = "edgedet.manifest"
+    version: int = MANIFEST_VERSION
+    created: str
+    target: dict  # name, file, the full TargetSpec, fingerprint
+    device: dict  # device info captured where the measurements ran
+    software: dict  # edgedet, torch, python, runtime name + version
+    checkpoint: dict  # path, sha256, supernet name
+    dataset: dict  # path, split, images, sha256
+    space: dict
+    search: dict  # strategy, budget, measured, candidates, rounds, stop reason, predictor stats, wall time
+    objectives: dict  # ap metric, latency percentile, budget_ms
+    points: list[MeasuredPoint]
+    predicted: list[dict]  # candidates seen by the search but not measured: id, ap estimate, predicted latency
+    front: list[FrontPoint]
+
+
+def load_manifest(path: Path | str) -> Manifest:
+    return load_model(path, Manifest)

@@ -1,0 +1,375 @@
+"""`edgedet search`: AP x latency on a target's devices, predict then verify, compiled Pareto front.
+
+1. candidates = subnets of the space x the target's precisions; AP of subnets from the shared evaluator (cached in
+   the store, torch fp32); latency from measurements (store) or the predictor.
+2. initial design: subnets spread over FLOPs at the best-covered precision, smallest/largest at the others.
+3. rounds: fit the predictor; NSGA-II (Optuna) proposes over the estimates; candidates on or near the estimated
+   front (within the predictor's leave-one-out error) that are not measured yet are compiled and measured, with
+   the AP of each compiled artifact; until no unmeasured candidate is near the front or the budget is spent.
+4. the front of the measured points (under the latency budget) is kept: artifacts, runtime modules, manifest.json,
+   pareto.png, report.html.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..backends.base import Artifact, Unsupported, sha256
+from ..config import SubnetConfig, TargetSpec, load_space, load_target
+from ..errors import ConfigError, EdgedetError
+from .pareto import dominates, front
+from .space import Candidate, candidates, features
+from .store import Store, sqlite_url
+
+Say = Callable[[str], None]
+
+
+class SearchStopped(EdgedetError):
+    """The search could not go on (every device lost); what completed is in the store: --resume continues."""
+
+
+@dataclass
+class Estimate:
+    cand: Candidate
+    ap: float  # AP (0.5:0.95) estimate: artifact AP when measured, else torch AP minus the precision's drop
+    latency_ms: float
+    measured: bool
+
+
+@dataclass
+class Ctx:
+    net: object
+    target: TargetSpec
+    target_path: Path
+    dataset: object
+    store: Store
+    fp: str
+    runtime_version: str
+    acc_key: str
+    out: Path
+    say: Say
+    progress: Callable | None
+    devices: list = field(default_factory=list)
+    predictor: object = None
+    feats: dict = field(default_factory=dict)
+
+
+def _digest(paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    for p in sorted(paths):
+        h.update(p.name.encode())
+        h.update(bytes.fromhex(sha256(p)))
+    return h.hexdigest()
+
+
+def _dataset_sha(ds) -> str:
+    base = getattr(ds, "dataset", ds)
+    names = {im["file_name"] for im in ds.images}
+    files = [base.root / base.split / n for n in names] if hasattr(base, "root") else []
+    ann = [Path(base.ann_file)] if getattr(base, "ann_file", None) else []
+    return _digest(ann + files)
+
+
+def _fingerprint(t: TargetSpec, info: dict, runtime_version: str) -> str:
+    """Same device kind + runtime + settings -> same fingerprint (host names left out: a pool shares it)."""
+    dev = {k: info.get(k) for k in ("cpu", "cores", "machine", "memory_gb", "gpu", "power_mode")}
+    key = {"backend": t.backend, "runtime": t.runtime.model_dump(), "benchmark": t.benchmark.model_dump(),
+           "device": dev, "runtime_version": runtime_version}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------------------------------- accuracy
+def torch_ap(ctx: Ctx, subnets: list[SubnetConfig]) -> dict[str, dict]:
+    """AP metrics of subnets (fp32 torch), from the store or the shared evaluator (new ones evaluated together)."""
+    from ..evaluate import evaluate_subnets
+
+    have = ctx.store.accuracy(ctx.acc_key)
+    todo = list({s.id: s for s in subnets if s.id not in have}.values())
+    if todo:
+        t0 = time.perf_counter()
+        res = evaluate_subnets(ctx.net, todo, ctx.dataset, progress=ctx.progress and ctx.progress("AP", todo))
+        ctx.store.put_accuracy(ctx.acc_key, res)
+        ctx.say(f"AP of {len(todo)} subnets on {len(ctx.dataset)} images in {time.perf_counter() - t0:.0f} s")
+        have.update(res)
+    return {s.id: have[s.id] for s in subnets}
+
+
+# ------------------------------------------------------------------------------------------------- latency
+def _measured(ctx: Ctx) -> dict[str, dict]:
+    return {f"{m['subnet']}@{m['precision']}": m for m in ctx.store.measurements(ctx.fp, ctx.runtime_version)}
+
+
+def measure(ctx: Ctx, cands: list[Candidate]) -> None:
+    """Compile each candidate (here, one at a time), measure it on the target's devices (in parallel over a pool),
+    take the AP of the compiled artifact, and store every result as it completes."""
+    from ..backends import get_backend
+    from ..deploy import compile_subnet, runtime_options
+    from ..devices import DeviceError, DevicePool
+    from ..evaluate import evaluate_runner
+
+    done = _measured(ctx)
+    cands = [c for c in cands if c.id not in done]
+    arts: dict[str, Artifact] = {}
+    for i, c in enumerate(cands):
+        ctx.say(f"compile {c.id} ({i + 1}/{len(cands)})")
+        t0 = time.perf_counter()
+        try:
+            arts[c.id] = compile_subnet(ctx.net, c.subnet, ctx.target_path, c.precision,
+                                        ctx.out / "work" / c.id, runtime=())
+        except Unsupported as e:
+            ctx.store.put_measurement(ctx.fp, c.subnet.id, c.precision, ctx.runtime_version, str(e))
+            ctx.say(f"  {c.id}: {e}")
+        except (RuntimeError, ValueError) as e:  # a runtime's own failure: recorded, the search goes on
+            msg = f"error: compile failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+            ctx.store.put_measurement(ctx.fp, c.subnet.id, c.precision, ctx.runtime_version, msg)
+            ctx.say(f"  {c.id}: {msg}")
+        else:
+            arts[c.id].metadata["compile_wall_s"] = round(time.perf_counter() - t0, 2)
+    if not arts:
+        return
+    by_id = {c.id: c for c in cands}
+
+    def job(dev, cid):
+        art = dev.prepare(arts[cid], ctx.target)
+        return dev.measure(art, ctx.target)
+
+    pct = ctx.target.latency.percentile
+    local_ok = ctx.target.backend != "tensorrt" and get_backend(ctx.target.backend).available() is None
+    lost, pool = None, DevicePool(ctx.devices)
+    for cid, res, dev in pool.run(list(arts), job):
+        c, art = by_id[cid], arts[cid]
+        if isinstance(res, DeviceError):
+            lost = res  # not stored: measured again on resume
+            ctx.say(f"  {cid}: device {dev} lost ({res})")
+            continue
+        if isinstance(res, Unsupported):
+            ctx.store.put_measurement(ctx.fp, c.subnet.id, c.precision, ctx.runtime_version, str(res), device=dev)
+            ctx.say(f"  {cid}: {res}")
+            continue
+        if isinstance(res, BaseException):
+            msg = f"error: {type(res).__name__}: {str(res).splitlines()[0] if str(res) else ''}"
+            ctx.store.put_measurement(ctx.fp, c.subnet.id, c.precision, ctx.runtime_version, msg, device=dev)
+            ctx.say(f"  {cid}: {msg}")
+            continue
+        ap, src = None, "torch"
+        if local_ok:
+            runner = get_backend(art.backend).load(art, runtime_options(ctx.target))
+            ap, src = evaluate_runner(runner.infer, art.resolution, ctx.dataset, batch_size=1), "artifact"
+        ctx.store.put_measurement(ctx.fp, c.subnet.id, c.precision, ctx.runtime_version, "ok",
+                                  latency_ms=res.percentile(pct), record=res.to_dict(), ap=ap, ap_source=src,
+                                  device=dev, compile_s=art.metadata.get("compile_wall_s"))
+        apt = f"AP {ap['AP']:.3f}" if ap else "AP from torch"
+        ctx.say(f"  {cid}: p{pct} {res.percentile(pct):.2f} ms, {apt} [{dev}]")
+    if lost is not None and len(pool.dead) == len(ctx.devices):
+        raise SearchStopped(f"every device of target {ctx.target.name} was lost ({lost}); completed measurements "
+                            f"are kept in {ctx.store.url}: run the same command with --resume")
+
+
+# ------------------------------------------------------------------------------------------------- estimates
+def fit_predictor(ctx: Ctx):
+    from .predictor import LatencyPredictor
+
+    feats, lat = {}, {}
+    for m in _measured(ctx).values():
+        if m["status"] == "ok":
+            s = SubnetConfig.parse(m["subnet"])
+            feats.setdefault(m["precision"], []).append(_feat(ctx, s))
+            lat.setdefault(m["precision"], []).append(m["latency_ms"])
+    ctx.predictor = LatencyPredictor().fit(feats, lat) if lat else None
+    return ctx.predictor
+
+
+def _feat(ctx: Ctx, s: SubnetConfig) -> np.ndarray:
+    if s.id not in ctx.feats:
+        ctx.feats[s.id] = features(ctx.net.cfg, s)
+    return ctx.feats[s.id]
+
+
+def ap_drops(ctx: Ctx, measured: dict[str, dict], tap: dict[str, dict]) -> dict[str, float]:
+    """Median (torch AP - artifact AP) per precision over measured artifacts (0 where none)."""
+    drops: dict[str, list[float]] = {}
+    for m in measured.values():
+        if m["status"] == "ok" and m["ap"] and m["subnet"] in tap:
+            drops.setdefault(m["precision"], []).append(tap[m["subnet"]]["AP"] - m["ap"]["AP"])
+    return {p: float(np.median(v)) for p, v in drops.items()}
+
+
+def estimates(ctx: Ctx, cands: list[Candidate]) -> list[Estimate]:
+    measured = _measured(ctx)
+    tap = torch_ap(ctx, [c.subnet for c in cands])
+    drop = ap_drops(ctx, measured, tap)
+    out = []
+    for c in cands:
+        m = measured.get(c.id)
+        if m is not None and m["status"] != "ok":
+            continue  # unsupported / failed: not a candidate
+        if m is not None:
+            out.append(Estimate(c, (m["ap"] or tap[c.subnet.id])["AP"], m["latency_ms"], True))
+        elif ctx.predictor is not None:
+            out.append(Estimate(c, tap[c.subnet.id]["AP"] - drop.get(c.precision, 0.0),
+                                ctx.predictor.predict(_feat(ctx, c.subnet), c.precision), False))
+    return out
+
+
+def near_front(ests: list[Estimate], margin: float, budget_ms: float | None) -> list[Estimate]:
+    """Unmeasured estimates that could be on the front if their latency were `margin` lower (optimistic), ordered
+    on-front first, then by AP descending."""
+    pts = [(e.ap, e.latency_ms) for e in ests]
+    on = set(front(pts))
+    out = []
+    for i, e in enumerate(ests):
+        if e.measured:
+            continue
+        opt = (e.ap, e.latency_ms * (1 - margin))
+        if budget_ms and opt[1] > budget_ms:
+            continue
+        if not any(dominates(p, opt) for j, p in enumerate(pts) if j != i):
+            out.append(e)
+    pos = {id(e): i for i, e in enumerate(ests)}
+    return sorted(out, key=lambda e: (pos[id(e)] not in on, -e.ap))
+
+
+def initial_design(cfg, subs: list[SubnetConfig], precisions: list[str], n: int, seed: int) -> list[Candidate]:
+    """n subnets spread over FLOPs at the first precision (quantiles, random among ties) plus the smallest and the
+    largest at each other precision (their ratios carry the first model until they have their own)."""
+    from ..model.cost import subnet_cost
+
+    rng = random.Random(seed)
+    order = sorted(subs, key=lambda s: (subnet_cost(cfg, s).flops, rng.random()))
+    idx = sorted({round(q * (len(order) - 1)) for q in np.linspace(0, 1, max(n, 2))})
+    first = [order[i] for i in idx]
+    out = [Candidate(s, precisions[0]) for s in first]
+    for p in precisions[1:]:
+        out += [Candidate(order[0], p), Candidate(order[-1], p)]
+    return out
+
+
+# ------------------------------------------------------------------------------------------------- main
+def search(target: str | Path, checkpoint: str | Path | None = None, data: str | Path | None = None,
+           space: str | Path | None = None, out: str | Path = "runs/search/run", max_measurements: int | None = None,
+           resume: bool = False, storage: str | None = None, val_images: int | None = None,
+           generations: int = 6, population: int = 24, seed: int = 0, runtime: tuple[str, ...] = ("python",),
+           say: Say = print, progress=None) -> dict:
+    """Run a search; returns the manifest (also written to OUT/manifest.json). See the module docstring."""
+    from ..api import load_supernet
+    from ..data.coco import CocoDetection
+    from ..data.demo import demo_checkpoint, demo_data
+    from ..devices import open_devices
+    from ..evaluate import Subset
+    from .report import finish
+    from .strategy import run_nsga2
+
+    t0 = time.time()
+    tpath = Path(target)
+    t = load_target(tpath)
+    out = Path(out)
+    db = out / "search.db"
+    if not resume and (db.exists() or (out / "manifest.json").exists()):
+        raise ConfigError(f"{out}: a search is already there; pass --resume to continue it, or choose another -o")
+    out.mkdir(parents=True, exist_ok=True)
+    ck = Path(checkpoint) if checkpoint else demo_checkpoint()
+    net = load_supernet(ck)
+    sp = load_space(space, net.cfg)
+    cands = candidates(sp, net.cfg, t)
+    if not cands:
+        raise ConfigError(f"{space or 'space'}: no subnet fits target {t.name} (max_resolution {t.max_resolution})")
+    root = Path(data) if data else demo_data()
+    ds = CocoDetection(root, "valid")
+    if val_images:
+        ds = Subset(ds, range(min(val_images, len(ds))))
+    budget = max_measurements or max(10, math.ceil(0.05 * len(cands)))
+    store = Store(storage or sqlite_url(db.resolve()))
+    devices = open_devices(t)
+    try:
+        chk = devices[0].check(t)
+        rt = chk["runtimes"].get(t.backend, "")
+        if not chk.get("backend_ok"):
+            raise ConfigError(f"{tpath}: backend {t.backend} cannot run on {devices[0].name}: {rt}")
+        ck_sha, ds_sha = sha256(ck), _dataset_sha(ds)
+        ctx = Ctx(net=net, target=t, target_path=tpath, dataset=ds, store=store,
+                  fp=_fingerprint(t, chk["info"], rt), runtime_version=rt,
+                  acc_key=hashlib.sha256(f"{ck_sha}:{ds_sha}:{len(ds)}".encode()).hexdigest()[:32],
+                  out=out, say=say, progress=progress, devices=devices)
+        say(f"search: {len(cands)} candidates ({len(cands) // len(t.precisions)} subnets x {', '.join(t.precisions)})"
+            f" on {t.name} [{devices[0].name}{f' +{len(devices) - 1}' if len(devices) > 1 else ''}, "
+            f"{t.backend} {rt}], budget {budget} measurements, AP on {len(ds)} images")
+        prior = _measured(ctx)
+        if prior:
+            say(f"store: {len(prior)} measurements of this target already done (not repeated)")
+        by_id = {c.id: c for c in cands}
+        subs = list({c.subnet.id: c.subnet for c in cands}.values())
+
+        def spent() -> int:
+            return sum(1 for k in _measured(ctx) if k in by_id)
+
+        init = initial_design(net.cfg, subs, list(t.precisions), max(6, min(budget // 3, 8)), seed)
+        measure(ctx, init[:max(0, budget - spent())] if spent() < budget else [])
+        seen: dict[str, Candidate] = {c.id: c for c in init}
+        rounds, stop = 0, "budget spent"
+        knobs = {"patch": sp.patch, "resolution": sp.resolution, "windows": sp.windows, "dec_layers": sp.dec_layers,
+                 "queries": sp.queries, "precision": list(t.precisions)}
+        while True:
+            fit_predictor(ctx)
+            if ctx.predictor is None:
+                stop = "nothing measurable"
+                break
+
+            def score(params: list[dict]) -> list:
+                cs = [by_id.get(f"p{p['patch']}-r{p['resolution']}-w{p['windows']}-d{p['dec_layers']}"
+                                f"-q{p['queries']}@{p['precision']}") for p in params]
+                valid = [c for c in cs if c is not None]
+                est = {e.cand.id: e for e in estimates(ctx, valid)}
+                for c in valid:
+                    seen[c.id] = c
+                return [(est[c.id].ap, est[c.id].latency_ms) if c is not None and c.id in est else None for c in cs]
+
+            ests = estimates(ctx, list(seen.values()))
+            seeds = [{**_knobs(e.cand)} for i, e in enumerate(ests) if i in set(front([(x.ap, x.latency_ms)
+                                                                                         for x in ests]))]
+            run_nsga2(store.url, f"{ctx.fp}-{ctx.acc_key[:8]}-{_space_key(sp, t)}-round{rounds}", knobs, score,
+                      generations, population, seed + rounds, seeds)
+            rounds += 1
+            ests = estimates(ctx, list(seen.values()))
+            todo = near_front(ests, ctx.predictor.margin(), t.latency.budget_ms)
+            left = budget - spent()
+            if not todo:
+                stop = "front stable (no unmeasured candidate near the front)"
+                break
+            if left <= 0:
+                break
+            take = todo[:max(2, min(left, math.ceil(left / 2), 8))]
+            say(f"round {rounds}: {len(todo)} unmeasured candidates near the front (predictor margin "
+                f"{ctx.predictor.margin():.0%}); measuring {len(take)}")
+            measure(ctx, [e.cand for e in take])
+            if rounds >= 12:
+                stop = "round limit"
+                break
+        fit_predictor(ctx)
+        ests = estimates(ctx, list(seen.values()))
+        meta = dict(ck=ck, ck_sha=ck_sha, ds_root=root, ds_sha=ds_sha, space=sp, cands=cands, budget=budget,
+                    rounds=rounds, stop=stop, info=chk["info"], wall_s=time.time() - t0, generations=generations,
+                    population=population, seed=seed, runtime=runtime)
+        return finish(ctx, ests, meta)
+    finally:
+        for d in devices:
+            d.close()
+        store.close()
+
+
+def _knobs(c: Candidate) -> dict:
+    s = c.subnet
+    return {"patch": s.patch, "resolution": s.resolution, "windows": s.windows, "dec_layers": s.dec_layers,
+            "queries": s.queries, "precision": c.precision}
+
+
+def _space_key(sp, t: TargetSpec) -> str:
+    return hashlib.sha256(json.dumps([sp.model_dump(), t.precisions], sort_keys=True).encode()).hexdigest()[:8]
+
