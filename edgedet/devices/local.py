@@ -26,8 +26,10 @@ class LocalDevice(Device):
         from . import agent
 
         runtimes = agent.check_runtimes()
+        state = runtimes.get(target.backend, "")
         return {"device": self.name, "address": self.name, "info": self.info(), "runtimes": runtimes,
-                "backend_ok": runtimes.get(target.backend, "").startswith("ok") and target.backend != "tensorrt"}
+                "backend_ok": state.startswith("ok") and target.backend != "tensorrt",
+                "runtime_version": state[3:] if state.startswith("ok ") else None}
 
     def load(self, artifact: Artifact, target: TargetSpec):
         return get_backend(artifact.backend).load(artifact, runtime_options(target))

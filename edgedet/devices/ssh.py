@@ -402,9 +402,11 @@ class SSHDevice(Device):
     def check(self, target: TargetSpec) -> dict:
         res = self._agent("check", [], {})
         runtimes = res["runtimes"]
+        state = str(runtimes.get(target.backend, ""))
         return {"device": self.name, "address": self.address, "workdir": self.workdir,
                 "python": res["python_executable"], "numpy": res.get("numpy"), "info": res["info"],
-                "runtimes": runtimes, "backend_ok": str(runtimes.get(target.backend, "")).startswith("ok")}
+                "runtimes": runtimes, "backend_ok": state.startswith("ok"),
+                "runtime_version": state[3:] if state.startswith("ok ") else None}
 
     def prepare(self, artifact: Artifact, target: TargetSpec) -> Artifact:
         self.upload(artifact)
