@@ -183,7 +183,8 @@ def fit_predictor(ctx: Ctx):
             s = SubnetConfig.parse(m["subnet"])
             feats.setdefault(m["precision"], []).append(_feat(ctx, s))
             lat.setdefault(m["precision"], []).append(m["latency_ms"])
-    ctx.predictor = LatencyPredictor().fit(feats, lat) if lat else None
+    pred = LatencyPredictor().fit(feats, lat) if lat else None
+    ctx.predictor = pred if pred is not None and pred.ready else None  # too few points: no predictions
     return ctx.predictor
 
 
@@ -311,7 +312,8 @@ def search(target: str | Path, checkpoint: str | Path | None = None, data: str |
             return sum(1 for k in _measured(ctx) if k in by_id)
 
         init = initial_design(net.cfg, subs, list(t.precisions), max(6, min(budget // 3, 8)), seed)
-        measure(ctx, init[:max(0, budget - spent())] if spent() < budget else [])
+        done = _measured(ctx)  # on --resume: the initial design's measured part is not counted twice
+        measure(ctx, [c for c in init if c.id not in done][:max(0, budget - spent())])
         seen: dict[str, Candidate] = {c.id: c for c in init}
         rounds, stop = 0, "budget spent"
         knobs = {"patch": sp.patch, "resolution": sp.resolution, "windows": sp.windows, "dec_layers": sp.dec_layers,
@@ -319,7 +321,8 @@ def search(target: str | Path, checkpoint: str | Path | None = None, data: str |
         while True:
             fit_predictor(ctx)
             if ctx.predictor is None:
-                stop = "nothing measurable"
+                ok = sum(1 for m in _measured(ctx).values() if m["status"] == "ok")
+                stop = "nothing measurable" if not ok else f"too few measurements ({ok}) to fit the latency predictor"
                 break
 
             def score(params: list[dict]) -> list:
