@@ -291,7 +291,7 @@ def search(target: str | Path, checkpoint: str | Path | None = None, data: str |
     devices = open_devices(t)
     try:
         chk = devices[0].check(t)
-        rt = chk["runtimes"].get(t.backend, "")
+        rt = chk.get("runtime_version") or chk["runtimes"].get(t.backend, "")  # "1.31.1", or why it is missing
         if not chk.get("backend_ok"):
             raise ConfigError(f"{tpath}: backend {t.backend} cannot run on {devices[0].name}: {rt}")
         ck_sha, ds_sha = sha256(ck), _dataset_sha(ds)
