@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 EXTRAS ?= dev,openvino,tensorrt,litert,ssh
 SSHD := /usr/sbin/sshd
 
-.PHONY: venv sshd test test-fast demo clean
+.PHONY: venv sshd cxx-toolchain test test-fast demo clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -28,10 +28,21 @@ sshd:
 	    --no-install-recommends openssh-server >/dev/null) || echo "note: openssh-server could not be installed"; \
 	fi
 
-test: venv sshd
+# cmake and a C++17 compiler for the C++ runtime tests (the OpenVINO SDK comes with the openvino wheel)
+cxx-toolchain:
+	@if ! command -v cmake >/dev/null 2>&1 || ! command -v g++ >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing cmake and g++ (apt-get)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake g++ >/dev/null; \
+	  else \
+	    echo "warning: cmake or g++ missing and cannot apt-get install them: the C++ runtime tests will fail"; \
+	  fi; \
+	fi
+
+test: venv sshd cxx-toolchain
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-test-fast: venv sshd
+test-fast: venv sshd cxx-toolchain
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 demo: venv

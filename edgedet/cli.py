@@ -17,6 +17,8 @@ import_app = typer.Typer(help="Import foreign checkpoints as edgedet supernets."
 app.add_typer(import_app, name="import")
 device_app = typer.Typer(help="The devices of a target (this machine, or hosts over SSH).", no_args_is_help=True)
 app.add_typer(device_app, name="device")
+runtime_app = typer.Typer(help="The runtimes written next to compiled artifacts.", no_args_is_help=True)
+app.add_typer(runtime_app, name="runtime")
 
 
 def _fail(msg: str) -> None:
@@ -209,7 +211,8 @@ def compile_cmd(subnet: str = typer.Option(..., "--subnet", "-s", help="Subnet i
                 bf16: bool = typer.Option(False, "--bf16"),
                 calibration: Optional[Path] = typer.Option(None, "--calibration", help="Calibration recipe YAML "
                                                            "(default: the target's)."),
-                runtime: list[str] = typer.Option(["python"], "--runtime", help="Runtime stubs to write."),
+                runtime: list[str] = typer.Option(["python"], "--runtime", help="Runtimes to write into the artifact: "
+                                                  "python, cpp (repeatable or a comma list)."),
                 max_ap_drop: Optional[float] = typer.Option(None, "--max-ap-drop", help="OpenVINO int8 with accuracy "
                                                             "control: revert layers to float until AP drops at "
                                                             "most this much (absolute) on the val set."),
@@ -218,11 +221,12 @@ def compile_cmd(subnet: str = typer.Option(..., "--subnet", "-s", help="Subnet i
     """Compile one subnet for a target (fp32 by default) into a sealed artifact folder with its runtime module."""
     from .api import load_supernet
     from .data.demo import demo_checkpoint
-    from .deploy import compile_subnet
+    from .deploy import check_runtimes, compile_subnet
 
     if sum((fp16, int8, bf16)) > 1:
         _fail("give at most one of --fp16, --int8, --bf16")
     precision = "fp16" if fp16 else "int8" if int8 else "bf16" if bf16 else "fp32"
+    runtimes = check_runtimes(runtime)
     net = load_supernet(checkpoint or (None if preset else demo_checkpoint()), preset)
     options = None
     if max_ap_drop is not None:
@@ -235,11 +239,27 @@ def compile_cmd(subnet: str = typer.Option(..., "--subnet", "-s", help="Subnet i
             raise ConfigError("--max-ap-drop is accuracy-controlled int8 for OpenVINO targets (use with --int8)")
         options = {"accuracy_control": {"dataset": CocoDetection(data or demo_data(), "valid"),
                                         "max_ap_drop": max_ap_drop}}
-    art = compile_subnet(net, subnet, target, precision, output, calibration=calibration, runtime=tuple(runtime),
+    art = compile_subnet(net, subnet, target, precision, output, calibration=calibration, runtime=runtimes,
                          options=options)
     diff = art.metadata.get("max_abs_diff_vs_torch")
     extra = f"; vs torch max abs diff {max(diff.values()):.1e}" if diff else ""
     typer.echo(f"wrote {art.dir} ({art.backend} {art.precision}, {len(art.files)} files sealed{extra})")
+    for name, where in art.metadata.get("runtimes", {}).items():
+        typer.echo(f"  {name} runtime: {where}")
+
+
+@runtime_app.command("build")
+@user_errors
+def runtime_build(artifact: Path = typer.Argument(..., help="Artifact folder (or its runtime/cpp project)."),
+                  build_dir: Optional[Path] = typer.Option(None, "--build-dir", help="Default: PROJECT/build."),
+                  jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="Parallel compile jobs."),
+                  debug: bool = typer.Option(False, "--debug", help="Debug build instead of Release.")):
+    """Configure and build an artifact's C++ runtime with CMake (needs cmake, a C++17 compiler and the backend's
+    SDK; says which is missing)."""
+    from .runtime.cpp import build_cpp, example_path
+
+    build = build_cpp(artifact, build_dir, jobs, "Debug" if debug else "Release")
+    typer.echo(f"built {build}: example {example_path(build)} (run it with an image.ppm; --time 200 for p50/p90)")
 
 
 @app.command()

@@ -34,17 +34,51 @@ def resolve_recipe(t: TargetSpec, base: Path | None, calibration: str | Path | N
     return load_calibration(p), p.parent
 
 
+RUNTIMES = ("python", "cpp")
+PYTHON_BACKENDS = ("onnxruntime", "openvino", "tflite")
+
+
+def check_runtimes(runtime) -> tuple[str, ...]:
+    """Runtime names, as a tuple (a comma list is split); unknown names raise ConfigError."""
+    names = (runtime,) if isinstance(runtime, str) else tuple(runtime)
+    names = tuple(dict.fromkeys(n.strip() for x in names for n in x.split(",") if n.strip()))
+    bad = [n for n in names if n not in RUNTIMES]
+    if bad:
+        raise ConfigError(f"unknown runtime {bad[0]!r}: runtimes are {', '.join(RUNTIMES)}")
+    return names
+
+
+def render_runtimes(art: Artifact, runtime: tuple[str, ...]) -> dict[str, str]:
+    """Write the requested runtimes into the (not yet sealed) artifact folder -> {runtime: its path in the folder,
+    or 'unsupported: <reason>' for a backend without that runtime}."""
+    from .runtime.cpp import render_cpp, unsupported_reason
+    from .runtime.render import render_python
+
+    done = {}
+    if "python" in runtime:
+        if art.backend in PYTHON_BACKENDS:
+            done["python"] = str(render_python(art).relative_to(art.dir))
+        else:
+            done["python"] = (f"unsupported: {art.backend} artifacts run through their own scripts "
+                              f"(tensorrt: build_engine.py, bench_engine.py on the device)")
+    if "cpp" in runtime:
+        reason = unsupported_reason(art.backend)
+        done["cpp"] = reason or str(render_cpp(art).relative_to(art.dir))
+    return done
+
+
 def compile_subnet(net, subnet: SubnetConfig | str, target: TargetSpec | str | Path, precision: str, out: Path,
                    calibration: str | Path | None = None, runtime: tuple[str, ...] = ("python",),
                    options: dict | None = None) -> Artifact:
-    """Export `subnet` of `net`, compile it for the target's backend at `precision` into `out`, write the runtime
-    module(s), and seal the folder (sha256 of every file in artifact.json). Raises Unsupported for what the backend
-    cannot do."""
+    """Export `subnet` of `net`, compile it for the target's backend at `precision` into `out`, write the runtimes
+    (`runtime`: "python" -> runtime/python/edgedet_runtime.py, "cpp" -> the CMake project runtime/cpp), and seal the
+    folder (sha256 of every file, runtimes included, in artifact.json). Raises Unsupported for what the backend
+    cannot do; a runtime a backend lacks is recorded as 'unsupported: ...' in metadata["runtimes"]."""
     from .calibration import calibration_fn
     from .model.export import export_onnx
-    from .runtime.render import render_python
 
     t, base = _target(target)
+    runtime = check_runtimes(runtime)
     s = SubnetConfig.parse(subnet, net.cfg) if isinstance(subnet, str) else subnet.check(net.cfg)
     if t.max_resolution and s.resolution > t.max_resolution:
         raise Unsupported(f"resolution {s.resolution} exceeds target {t.name} max_resolution {t.max_resolution}")
@@ -67,8 +101,7 @@ def compile_subnet(net, subnet: SubnetConfig | str, target: TargetSpec | str | P
         export_onnx(module, onnx_path, class_names=net.cfg.class_names)
         art = backend.compile(onnx_path, precision, Path(out), calib, opts, meta)
     art.metadata["compile_s"] = round(time.perf_counter() - t0, 2)
-    if "python" in runtime and t.backend in ("onnxruntime", "openvino", "tflite"):
-        render_python(art)
+    art.metadata["runtimes"] = render_runtimes(art, runtime)
     if precision == "fp32" and t.backend != "tensorrt":  # the fp32 artifact must match torch
         runner = backend.load(art, opts)
         import torch

@@ -24,3 +24,7 @@ class MissingExtraError(EdgedetError):
     def __init__(self, module: str, extra: str, what: str = ""):
         hint = f" (needed for {what})" if what else ""
         super().__init__(f"Python package '{module}' is not installed{hint}: pip install 'edgedet[{extra}]'")
+
+
+class ToolchainError(EdgedetError):
+    """A build tool or SDK is missing (cmake, a C++ compiler, a runtime's headers), or a build failed."""

@@ -12,9 +12,14 @@ DEFAULT_THRESHOLD, DEFAULT_TOPK = 0.3, 100
 
 
 def runtime_config(artifact, model_relpath: str) -> dict:
+    """The constants of the Python and C++ runtimes, from artifact.json (model_relpath: where the runtime finds the
+    model file)."""
+    from ..config import SubnetConfig
+
     m = artifact.metadata
     return {"subnet": m["subnet"], "backend": artifact.backend, "precision": artifact.precision,
             "resolution": int(m["resolution"]), "num_classes": int(m["num_classes"]),
+            "num_queries": SubnetConfig.parse(m["subnet"]).queries,
             "class_names": m.get("class_names") or [], "threshold": DEFAULT_THRESHOLD, "topk": DEFAULT_TOPK,
             "model_relpath": model_relpath, "inference_precision_hint": m.get("inference_precision_hint", "f32")}
 

@@ -25,10 +25,13 @@ class LatencyPredictor:
         """feats/lat: per precision, the feature rows and measured latencies (ms)."""
         self.models, self.borrowed, self.loo_rel_err = {}, {}, []
         own = {p: len(v) for p, v in lat.items() if len(v) >= self.min_points}
+        if not own and lat:  # too few everywhere: the best-covered precision fits with what it has
+            p = max(lat, key=lambda k: len(lat[k]))
+            own = {p: len(lat[p])}
         for p in own:
             x, y = np.asarray(feats[p]), np.asarray(lat[p], dtype=float)
             self.models[p] = self._fit(x, y)
-            for i in range(len(y)):  # leave-one-out
+            for i in range(len(y) if len(y) > 2 else 0):  # leave-one-out
                 keep = np.arange(len(y)) != i
                 w = self._fit(x[keep], y[keep])
                 self.loo_rel_err.append(float(abs(x[i] @ w - y[i]) / y[i]))

@@ -1,0 +1,223 @@
+"""The C++ runtime written next to each artifact: a CMake project (DIR/runtime/cpp) with the library
+edgedet::Detector (include/edgedet/detector.hpp, src/detector.cpp: core.py's pre/post-processing in C++), the engine
+of the artifact's backend (src/engine_<backend>.cpp) and an example (examples/main.cpp). Its constants are written
+into include/edgedet/config.hpp from runtime_config(), the same source as the Python runtime's."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+from ..checkpoint import atomic_write
+from ..errors import ConfigError, EdgedetError, ToolchainError
+from .render import HERE, runtime_config
+
+TEMPLATES = HERE / "templates" / "cpp"
+BACKENDS = ("openvino", "onnxruntime", "tensorrt")
+STATIC = ("include/edgedet/detector.hpp", "src/detector.cpp", "src/engine.hpp", "examples/main.cpp")
+LOG = "edgedet-build.log"
+TRT_ENGINE = "model.engine"  # written on the device by build_engine.py (backends/tensorrt.py)
+
+
+def cpp_string(s: str) -> str:
+    """A C++ string literal for `s` (UTF-8; quotes, backslashes and non-printable bytes escaped in octal)."""
+    out = []
+    for b in s.encode("utf-8"):
+        ch = chr(b)
+        out.append("\\" + ch if ch in '"\\' else ch if 0x20 <= b < 0x7F else f"\\{b:03o}")
+    return '"' + "".join(out) + '"'
+
+
+def cpp_float(x: float) -> str:
+    s = repr(float(x))
+    return (s if any(c in s for c in ".e") else s + ".0") + "f"
+
+
+def fill(text: str, values: dict[str, str]) -> str:
+    """Replace @NAME@ placeholders; every placeholder of the template must have a value."""
+    out = re.sub(r"@([A-Z_]+)@", lambda m: values[m.group(1)] if m.group(1) in values else m.group(0), text)
+    left = sorted(set(re.findall(r"@([A-Z_]+)@", out)))
+    if left:
+        raise EdgedetError(f"C++ template placeholders without a value: {', '.join(left)}")
+    return out
+
+
+def unsupported_reason(backend: str) -> str | None:
+    if backend in BACKENDS:
+        return None
+    return f"unsupported: no C++ runtime for {backend} (C++ runtimes: {', '.join(BACKENDS)})"
+
+
+def _model_file(artifact) -> tuple[str, str]:
+    """(model file relative to the artifact folder, hint appended to 'not found')."""
+    if artifact.backend == "tensorrt":
+        return TRT_ENGINE, " (TensorRT engines are built on the device: cd ARTIFACT && python3 build_engine.py)"
+    return artifact.model_file, " (is this the artifact folder edgedet compile wrote?)"
+
+
+def render_cpp(artifact) -> Path:
+    """Write DIR/runtime/cpp (CMakeLists.txt, include/, src/, examples/, README.md) for the artifact's backend,
+    replacing any earlier project there (and its build folder); returns that folder. Raises Unsupported for a
+    backend without a C++ engine (LiteRT)."""
+    from ..backends.base import Unsupported
+
+    reason = unsupported_reason(artifact.backend)
+    if reason:
+        raise Unsupported(reason.removeprefix("unsupported: "))
+    out = artifact.dir / "runtime" / "cpp"
+    model_file, hint = _model_file(artifact)
+    cfg = runtime_config(artifact, model_file)
+    names = cfg["class_names"]
+    values = {
+        "SUBNET": cpp_string(cfg["subnet"]), "BACKEND": cpp_string(cfg["backend"]),
+        "PRECISION": cpp_string(cfg["precision"]), "MODEL_FILE": cpp_string(model_file),
+        "MODEL_HINT": cpp_string(hint), "INFERENCE_PRECISION_HINT": cpp_string(cfg["inference_precision_hint"]),
+        "RESOLUTION": str(cfg["resolution"]), "NUM_QUERIES": str(cfg["num_queries"]),
+        "NUM_CLASSES": str(cfg["num_classes"]), "THRESHOLD": cpp_float(cfg["threshold"]), "TOPK": str(cfg["topk"]),
+        "NUM_CLASS_NAMES": str(len(names)), "CLASS_NAMES": ", ".join(map(cpp_string, names)) or '""',
+    }
+    plain = {"SUBNET": cfg["subnet"], "BACKEND": artifact.backend, "PRECISION": artifact.precision,
+             "CONFIGURE_HINT": configure_hint(artifact.backend), "MODEL_FILE": model_file,
+             "RESOLUTION": str(cfg["resolution"])}
+    files = {p: (TEMPLATES / p).read_text() for p in STATIC}
+    files[f"src/engine_{artifact.backend}.cpp"] = (TEMPLATES / "src" / f"engine_{artifact.backend}.cpp").read_text()
+    files["include/edgedet/config.hpp"] = fill((TEMPLATES / "include/edgedet/config.hpp.tmpl").read_text(), values)
+    backend_cmake = (TEMPLATES / "cmake" / f"{artifact.backend}.cmake").read_text()
+    files["CMakeLists.txt"] = fill((TEMPLATES / "CMakeLists.txt.tmpl").read_text(),
+                                   dict(plain, BACKEND_CMAKE=backend_cmake))
+    files["README.md"] = fill((TEMPLATES / "README.md.tmpl").read_text(), plain)
+    if out.is_dir():  # the project is generated whole: no stale engine or build of an earlier model survives
+        shutil.rmtree(out)
+    for rel, text in files.items():
+        atomic_write(out / rel, lambda tmp, text=text: tmp.write_text(text))
+    return out
+
+
+def configure_hint(backend: str) -> str:
+    return {"openvino": '-DOpenVINO_DIR=$(python3 -c "import openvino.utils as u; print(u.get_cmake_path())")',
+            "onnxruntime": "-DONNXRUNTIME_ROOT=/path/to/onnxruntime-sdk",
+            "tensorrt": "(on the device; -DTENSORRT_ROOT=... if TensorRT is not in /usr)"}[backend]
+
+
+# ------------------------------------------------------------------------------------------------------ building
+def project_dir(path: Path) -> Path:
+    """The C++ project of an artifact folder (DIR/runtime/cpp) or the project folder itself."""
+    path = Path(path)
+    for cand in (path / "runtime" / "cpp", path):
+        if (cand / "CMakeLists.txt").is_file() and (cand / "include" / "edgedet" / "config.hpp").is_file():
+            return cand
+    raise ConfigError(f"{path}: no edgedet C++ project (runtime/cpp/CMakeLists.txt); write one with "
+                      f"edgedet compile ... --runtime cpp")
+
+
+def project_backend(project: Path) -> str:
+    m = re.search(r'kBackend = "([a-z]+)"', (project / "include" / "edgedet" / "config.hpp").read_text())
+    if not m or m.group(1) not in BACKENDS:
+        raise ConfigError(f"{project}: include/edgedet/config.hpp names no known backend")
+    return m.group(1)
+
+
+def _find(name: str, dirs) -> Path | None:
+    return next((Path(d) / name for d in dirs if d and (Path(d) / name).is_file()), None)
+
+
+def _compiler() -> str | None:
+    cxx = os.environ.get("CXX")
+    if cxx:
+        return shutil.which(cxx.split()[0]) and cxx
+    return next((c for c in ("c++", "g++", "clang++") if shutil.which(c)), None)
+
+
+def sdk_defines(backend: str) -> tuple[list[str], str | None]:
+    """(CMake -D arguments that locate the backend's SDK, None) or ([], what is missing and how to get it)."""
+    if backend == "openvino":
+        try:
+            from openvino.utils import get_cmake_path
+
+            path = get_cmake_path()
+            if path and (Path(path) / "OpenVINOConfig.cmake").is_file():
+                return [f"-DOpenVINO_DIR={path}"], None
+        except ImportError:
+            pass
+        env = os.environ.get("OpenVINO_DIR")
+        if env and (Path(env) / "OpenVINOConfig.cmake").is_file():
+            return [f"-DOpenVINO_DIR={env}"], None
+        return [], ("the OpenVINO SDK (OpenVINOConfig.cmake): pip install openvino (its wheel ships the C++ headers "
+                    "and CMake config) or set OpenVINO_DIR")
+    if backend == "onnxruntime":
+        root = os.environ.get("ONNXRUNTIME_ROOT")
+        inc = [f"{root}/include", f"{root}/include/onnxruntime"] if root else []
+        inc += ["/usr/include", "/usr/local/include", "/usr/include/onnxruntime", "/usr/local/include/onnxruntime",
+                "/usr/include/onnxruntime/core/session", "/usr/local/include/onnxruntime/core/session"]
+        lib = ([f"{root}/lib"] if root else []) + ["/usr/lib", "/usr/local/lib", "/usr/lib/x86_64-linux-gnu",
+                                                   "/usr/lib/aarch64-linux-gnu"]
+        if _find("onnxruntime_cxx_api.h", inc) is None or _find("libonnxruntime.so", lib) is None:
+            return [], ("the ONNX Runtime C/C++ SDK (onnxruntime_cxx_api.h and libonnxruntime.so; the Python wheel "
+                        "has no headers): unpack an onnxruntime release and set ONNXRUNTIME_ROOT")
+        return ([f"-DONNXRUNTIME_ROOT={root}"] if root else []), None
+    if backend == "tensorrt":
+        root = os.environ.get("TENSORRT_ROOT")
+        inc = ([f"{root}/include"] if root else []) + ["/usr/include", "/usr/include/x86_64-linux-gnu",
+                                                       "/usr/include/aarch64-linux-gnu", "/usr/local/tensorrt/include"]
+        cuda = [os.environ.get("CUDA_HOME", ""), os.environ.get("CUDA_PATH", ""), "/usr/local/cuda"]
+        missing = []
+        if _find("NvInfer.h", inc) is None:
+            missing.append("TensorRT headers (NvInfer.h: JetPack installs them; elsewhere set TENSORRT_ROOT)")
+        if _find("cuda_runtime_api.h", [f"{c}/include" for c in cuda if c] + ["/usr/include"]) is None:
+            missing.append("the CUDA toolkit (cuda_runtime_api.h: set CUDA_HOME)")
+        if missing:
+            return [], "; ".join(missing)
+        return ([f"-DTENSORRT_ROOT={root}"] if root else []), None
+    raise ConfigError(f"no C++ runtime for backend {backend!r}")
+
+
+def missing_tools(backend: str) -> list[str]:
+    """What is missing to build a C++ project for `backend` here (empty when everything is present)."""
+    missing = []
+    if shutil.which("cmake") is None:
+        missing.append("cmake (apt-get install cmake, or pip install cmake)")
+    if _compiler() is None:
+        missing.append("a C++17 compiler (apt-get install g++)")
+    sdk = sdk_defines(backend)[1]
+    if sdk:
+        missing.append(sdk)
+    return missing
+
+
+def _run(cmd: list[str], log: Path, step: str) -> None:
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    with open(log, "a") as f:
+        f.write(f"$ {' '.join(cmd)}\n{p.stdout}{p.stderr}\n")
+    if p.returncode != 0:
+        lines = (p.stderr + p.stdout).splitlines()
+        first = next((x.strip() for x in lines if "error" in x.lower()), lines[-1].strip() if lines else "")
+        raise ToolchainError(f"C++ {step} failed (exit {p.returncode}): {first[:300]}; full log: {log}")
+
+
+def build_cpp(path: Path, build_dir: Path | None = None, jobs: int | None = None,
+              build_type: str = "Release") -> Path:
+    """Configure and build the C++ project of an artifact (or a project folder) with CMake: the library
+    edgedet_detector and the example edgedet_example. Returns the build folder (default PROJECT/build). Raises
+    ToolchainError naming what is missing (cmake, a compiler, the backend's SDK) or the first error of a failed
+    build (the whole output is in BUILD/edgedet-build.log)."""
+    project = project_dir(path)
+    backend = project_backend(project)
+    missing = missing_tools(backend)
+    if missing:
+        raise ToolchainError(f"cannot build the {backend} C++ runtime in {project}: missing " + "; ".join(missing))
+    build = Path(build_dir) if build_dir else project / "build"
+    build.mkdir(parents=True, exist_ok=True)
+    log = build / LOG
+    log.write_text("")
+    defines = sdk_defines(backend)[0]
+    _run(["cmake", "-S", str(project), "-B", str(build), f"-DCMAKE_BUILD_TYPE={build_type}", *defines], log,
+         "configure")
+    jobs = jobs or min(4, os.cpu_count() or 1)
+    _run(["cmake", "--build", str(build), "--parallel", str(jobs)], log, "build")
+    return build
+
+
+def example_path(build: Path) -> Path:
+    return Path(build) / "edgedet_example"
