@@ -46,7 +46,7 @@ test-fast: venv sshd cxx-toolchain
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 demo: venv
-	$(BIN)/python -m edgedet.demo
+	$(BIN)/edgedet search --target targets/local_cpu.yaml -o runs/search/demo --resume
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -152,6 +152,22 @@ def train(data: Path = typer.Option(..., "--data", help="COCO dataset folder (tr
                                                                         "or Hugging Face file)."),
           resume: bool = typer.Option(False, "--resume", help="Continue from OUT/last.safetensors."),
           log_every: int = typer.Option(20, "--log-every", help="Steps between lines of OUT/log.jsonl."),
+          teacher: Optional[str] = typer.Option(None, "--teacher", help="Distil (DSI + GAM) from a frozen teacher: "
+                                                "a DINOv2/DINOv3 weights file (torch-hub or Hugging Face), an edgedet "
+                                                "checkpoint, or timm:NAME[=FILE]. Training-only: the exported model "
+                                                "is the same."),
+          teacher_type: str = typer.Option("auto", "--teacher-type", help="auto, dinov2, dinov3, edgedet or timm."),
+          teacher_cache: Optional[Path] = typer.Option(None, "--teacher-cache", help="Folder for per-image teacher "
+                                                       "features, computed once before training (the teacher then "
+                                                       "never runs in the loop)."),
+          dsi_weight: float = typer.Option(20.0, "--dsi-weight", help="Initial DSI loss weight lambda0."),
+          gam: bool = typer.Option(True, "--gam/--no-gam", help="Gradient-guided modulation of the DSI weight."),
+          gam_target: float = typer.Option(11.0, "--gam-target", help="GAM: target share (%) of the gradient of the "
+                                           "module producing the aligned map (rho)."),
+          gam_band: float = typer.Option(1.0, "--gam-band", help="GAM: tolerated deviation from the target (delta)."),
+          gam_every: Optional[int] = typer.Option(None, "--gam-every", help="Steps between GAM updates "
+                                                  "(default: one epoch)."),
+          fdr: bool = typer.Option(False, "--fdr", help="D-FINE FDR box head with FGL and GO-LSD (DDF) losses."),
           save_rank_states: bool = typer.Option(False, "--save-rank-states", hidden=True)):
     """Train a weight-sharing supernet: every step samples one subnet of the space uniformly."""
     from .train.engine import TrainConfig, train as run_train
@@ -160,7 +176,10 @@ def train(data: Path = typer.Option(..., "--data", help="COCO dataset folder (tr
                       epochs=epochs, batch_size=batch_size, accum=accum, lr=lr, layer_decay=layer_decay,
                       groups=groups, warmup_steps=warmup,
                       workers=workers, seed=seed, max_steps=max_steps, backbone=str(backbone) if backbone else None,
-                      resume=resume, log_every=log_every, save_rank_states=save_rank_states)
+                      resume=resume, log_every=log_every, save_rank_states=save_rank_states,
+                      teacher=teacher, teacher_type=teacher_type,
+                      teacher_cache=str(teacher_cache) if teacher_cache else None, dsi_weight=dsi_weight, gam=gam,
+                      gam_rho=gam_target, gam_delta=gam_band, gam_every=gam_every, fdr=fdr)
     path = run_train(cfg)
     typer.echo(f"wrote {path}")
 
@@ -283,7 +302,8 @@ def search(target: Path = typer.Option(Path("targets/local_cpu.yaml"), "--target
            generations: int = typer.Option(6, "--generations", min=1, help="NSGA-II generations per round."),
            population: int = typer.Option(24, "--population", min=2, help="NSGA-II population."),
            seed: int = typer.Option(0, "--seed"),
-           runtime: list[str] = typer.Option(["python"], "--runtime", help="Runtimes written for front points.")):
+           runtime: list[str] = typer.Option(["python", "cpp"], "--runtime", help="Runtimes written for front "
+                                             "points (python, cpp; repeatable or comma list).")):
     """Hardware-in-the-loop search: AP x measured latency on the target, Pareto front compiled with its runtime."""
     from rich.console import Console
 

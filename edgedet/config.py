@@ -58,6 +58,12 @@ class SupernetConfig(_Strict):
     num_queries: int = Field(gt=0)
     num_classes: int = Field(gt=0)
     class_names: list[str] | None = None
+    # D-FINE fine-grained distribution refinement: decoder layers predict a distribution over N+1 offsets per box
+    # edge (W(n) with up = a, reg_scale = c) refined onto the detached box of the first decoder layer
+    fdr: bool = False
+    fdr_bins: int = Field(32, ge=4)
+    fdr_reg_scale: float = Field(4.0, gt=0)
+    fdr_up: float = Field(0.5, gt=0)
     # knob values the supernet was trained for (the search space it supports)
     patch_sizes: list[int]
     windows: list[int]
@@ -79,6 +85,8 @@ class SupernetConfig(_Strict):
             raise ValueError(f"query_counts {self.query_counts} exceed num_queries {self.num_queries}")
         if self.class_names is not None and len(self.class_names) != self.num_classes:
             raise ValueError(f"{len(self.class_names)} class_names for num_classes {self.num_classes}")
+        if self.fdr_bins % 2:
+            raise ValueError(f"fdr_bins must be even (W(n) is symmetric around 0), got {self.fdr_bins}")
         return self
 
     @property
@@ -430,7 +438,7 @@ class ManifestArtifact(BaseModel):
     backend: str
     model_file: str
     files: dict[str, str]  # relative path -> sha256
-    runtime: dict[str, str]  # python / cpp -> folder relative to the manifest's folder
+    runtime: dict[str, str]  # python / cpp -> path relative to the manifest's folder, or 'unsupported: ...'
 
 
 class FrontPoint(MeasuredPoint):

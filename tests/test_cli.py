@@ -59,3 +59,18 @@ def test_corrupt_checkpoint_exits_2(tmp_path):
     bad.write_bytes(b"{not really}")
     p = subprocess.run([sys.executable, "-m", "edgedet.cli", "info", "-c", str(bad)], capture_output=True, text=True)
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1 and "bad.safetensors" in p.stderr
+
+
+@pytest.mark.parametrize("content,needle", [(None, "teacher file not found"), (b"junk", "corrupt"),
+                                            (b"x", "unknown teacher type")])
+def test_train_with_a_bad_teacher_exits_2(tmp_path, content, needle):
+    teacher = tmp_path / "teacher.pth"
+    if content is not None:
+        teacher.write_bytes(content)
+    extra = ["--teacher-type", "dinov9"] if needle.startswith("unknown") else []
+    p = subprocess.run([sys.executable, "-m", "edgedet.cli", "train", "--data", str(tmp_path / "nodata"), "--out",
+                        str(tmp_path / "run"), "--teacher", str(teacher), *extra], capture_output=True, text=True)
+    assert p.returncode == 2, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in p.stderr
+    assert not (tmp_path / "run").exists()

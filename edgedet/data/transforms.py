@@ -1,6 +1,8 @@
 """RF-DETR augmentation only: horizontal flip and random crop; then one resize for the whole batch (no padding).
 
-Operate on (image float32 [3,H,W], target with boxes normalised cxcywh [N,4]).
+Operate on (image float32 [3,H,W], target with boxes normalised cxcywh [N,4]). Each keeps target['view'] =
+(ax, bx, ay, by), the part of the original image the output shows: output coordinate u in [0,1] is original
+x = ax*u + bx (y likewise); feature distillation uses it to crop and flip cached teacher features.
 """
 from __future__ import annotations
 
@@ -10,10 +12,14 @@ import torch.nn.functional as F
 from ..boxes import cxcywh_to_xyxy, xyxy_to_cxcywh
 
 
+IDENTITY_VIEW = (1.0, 0.0, 1.0, 0.0)
+
+
 def hflip(img: torch.Tensor, target: dict) -> tuple[torch.Tensor, dict]:
     b = target["boxes"].clone()
     b[:, 0] = 1 - b[:, 0]
-    return img.flip(-1), dict(target, boxes=b)
+    ax, bx, ay, by = target.get("view", IDENTITY_VIEW)
+    return img.flip(-1), dict(target, boxes=b, view=(-ax, ax + bx, ay, by))
 
 
 def crop(img: torch.Tensor, target: dict, top: int, left: int, h: int, w: int) -> tuple[torch.Tensor, dict]:
@@ -24,7 +30,9 @@ def crop(img: torch.Tensor, target: dict, top: int, left: int, h: int, w: int) -
     xyxy = torch.min(xyxy.clamp(min=0), torch.tensor([w, h, w, h], dtype=xyxy.dtype))
     keep = ((xyxy[:, 2] - xyxy[:, 0]) >= 1) & ((xyxy[:, 3] - xyxy[:, 1]) >= 1)
     boxes = xyxy_to_cxcywh(xyxy[keep] / torch.tensor([w, h, w, h]))
-    return img[:, top:top + h, left:left + w], dict(target, boxes=boxes, labels=target["labels"][keep])
+    ax, bx, ay, by = target.get("view", IDENTITY_VIEW)
+    view = (ax * w / W, ax * left / W + bx, ay * h / H, ay * top / H + by)
+    return img[:, top:top + h, left:left + w], dict(target, boxes=boxes, labels=target["labels"][keep], view=view)
 
 
 class RandomCropFlip:

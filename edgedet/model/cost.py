@@ -96,6 +96,12 @@ def subnet_cost(cfg: SupernetConfig, s: SubnetConfig) -> Cost:
             params += 6 * c
         params += 2 * c
         add(_lin(q, c, k))
-        for cin, cout in ((c, c), (c, c), (c, 4)):
+        for cin, cout in ((c, c), (c, c), (c, 4)):  # with fdr: the first layer's box, the anchor
             add(_lin(q, cin, cout))
+        if cfg.fdr:  # one distribution head per layer (residual logits), the expectation over W(n) at the last
+            nb = cfg.fdr_bins + 1
+            for _ in range(s.dec_layers):
+                for cin, cout in ((c, c), (c, c), (c, 4 * nb)):
+                    add(_lin(q, cin, cout))
+            flops += 2 * q * 4 * nb
     return Cost(flops=flops + attn, params=params, attn_flops=attn)

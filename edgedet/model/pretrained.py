@@ -53,6 +53,8 @@ _HF_BLOCK_MAP = {
     "norm2.weight": "norm2.weight", "norm2.bias": "norm2.bias",
     "attention.output.dense.weight": "attn.proj.weight",
     "attention.output.dense.bias": "attn.proj.bias",
+    "attention.o_proj.weight": "attn.proj.weight",
+    "attention.o_proj.bias": "attn.proj.bias",
     "layer_scale1.lambda1": "ls1.gamma", "layer_scale2.lambda1": "ls2.gamma",
     "mlp.fc1.weight": "mlp.fc1.weight", "mlp.fc1.bias": "mlp.fc1.bias",
     "mlp.fc2.weight": "mlp.fc2.weight", "mlp.fc2.bias": "mlp.fc2.bias",
@@ -199,8 +201,10 @@ def _hub_from_hf(sd: dict[str, Tensor], dropped: list[str]) -> dict[str, Tensor]
             dropped.append(k)
         elif m := re.fullmatch(r"encoder\.layer\.(\d+)\.(.+)", k):
             i, rest = int(m.group(1)), m.group(2)
-            if a := re.fullmatch(r"attention\.attention\.(query|key|value)\.(weight|bias)", rest):
-                qkv.setdefault((i, a.group(2)), {})[a.group(1)] = v
+            # files on the Hub: attention.attention.{query,key,value}; transformers >= 5 in memory: attention.{q,k,v}_proj
+            if a := re.fullmatch(r"attention\.(?:attention\.(query|key|value)|(q|k|v)_proj)\.(weight|bias)", rest):
+                part = a.group(1) or {"q": "query", "k": "key", "v": "value"}[a.group(2)]
+                qkv.setdefault((i, a.group(3)), {})[part] = v
             elif rest in _HF_BLOCK_MAP:
                 out[f"blocks.{i}.{_HF_BLOCK_MAP[rest]}"] = v
             elif rest.startswith("mlp.weights_"):

@@ -14,7 +14,7 @@ from torch import nn
 
 from ..config import SubnetConfig, SupernetConfig, level_grid
 from .decoder import MLP, Decoder
-from .heads import QuerySelection, apply_delta, make_proposals
+from .heads import FDRHead, QuerySelection, apply_delta, make_proposals
 from .projector import Projector
 from .vit import ViT
 
@@ -54,7 +54,9 @@ class Supernet(nn.Module):
         self.query_feat = nn.Parameter(torch.zeros(groups * cfg.num_queries, c))
         self.refpoint_embed = nn.Parameter(torch.zeros(groups * cfg.num_queries, 4))
         self.class_embed = nn.Linear(c, cfg.num_classes)
-        self.bbox_embed = MLP(c, c, 4, 3)
+        self.bbox_embed = MLP(c, c, 4, 3)  # with fdr: only the first decoder layer's box (the FDR anchor)
+        self.fdr_head = (FDRHead(c, cfg.dec_layers, cfg.fdr_bins, cfg.fdr_reg_scale, cfg.fdr_up) if cfg.fdr
+                         else None)
         self._init()
         self._proposals: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -74,23 +76,37 @@ class Supernet(nn.Module):
                 self._proposals[key] = tuple(t.to(device) for t in make_proposals(shapes))
         return self._proposals[key]
 
-    def memory(self, images: torch.Tensor, patch: int, windows: int):
+    def feature_maps(self, images: torch.Tensor, patch: int, windows: int) -> list[torch.Tensor]:
+        """images [B,3,H,W] RGB in [0,1] -> projector maps, one [B, C, h_l, w_l] per level (cfg.levels order)."""
+        return self.projector(self.backbone(self.normalize(images), patch, windows))
+
+    def memory(self, images: torch.Tensor, patch: int, windows: int, maps: list[torch.Tensor] | None = None):
         """images [B,3,H,W] RGB in [0,1] -> (memory [B, S, C], proposals [1,S,4], shapes). The validity mask is
         applied only where the encoder heads score positions (decode); the decoder attends to all of memory."""
-        maps = self.projector(self.backbone(self.normalize(images), patch, windows))
+        if maps is None:
+            maps = self.feature_maps(images, patch, windows)
         shapes = [tuple(m.shape[-2:]) for m in maps]
         props, _ = self.proposals(shapes, images.device)
         return _flatten(maps), props, shapes
 
-    def forward(self, images: torch.Tensor, subnet: SubnetConfig, all_layers: bool = False) -> dict:
+    def forward(self, images: torch.Tensor, subnet: SubnetConfig, all_layers: bool = False,
+                features: bool = False) -> dict:
         """images [B,3,H,W] RGB in [0,1]. Returns
         pred_logits [B, G*Q, C], pred_boxes [B, G*Q, 4] (last decoder layer, or the encoder proposals at depth 0),
         aux_outputs: list of {pred_logits, pred_boxes} for the earlier layers, enc_outputs: proposals with grad,
         with G = groups in training mode and 1 in eval mode.
+        With fdr (and depth >= 1) every decoder layer's dict also has pred_corners [B, G*Q, 4, N+1] (edge logits),
+        ref_points [B, G*Q, 4] (the detached anchor) and fdr_project [N+1] (W(n)), fdr_reg_scale; pre_outputs holds
+        the first layer's ordinary box (the anchor, with grad) and logits.
         With all_layers=True, 'layers' holds (logits, boxes) for depths 0..dec_layers (shared-computation eval).
+        With features=True, 'features' holds the projector maps (for feature distillation).
         """
-        memory, props, shapes = self.memory(images, subnet.patch, subnet.windows)
-        return self.decode(memory, props, shapes, subnet.queries, subnet.dec_layers, all_layers)
+        maps = self.feature_maps(images, subnet.patch, subnet.windows)
+        memory, props, shapes = self.memory(images, subnet.patch, subnet.windows, maps)
+        out = self.decode(memory, props, shapes, subnet.queries, subnet.dec_layers, all_layers)
+        if features:
+            out["features"] = maps
+        return out
 
     def decode(self, memory, props, shapes, queries: int, depth: int, all_layers: bool = False) -> dict:
         groups = self.groups if self.training else 1
@@ -109,13 +125,23 @@ class Supernet(nn.Module):
             gid = torch.arange(groups, device=memory.device).repeat_interleave(queries)
             mask = gid[:, None] == gid[None, :]
         hs = self.decoder(tgt, ref, memory, shapes, depth, mask)
-        layers = [(torch.cat(enc_l, 1), torch.cat(enc_b, 1))]
-        layers += [(self.class_embed(h), apply_delta(self.bbox_embed(h), ref)) for h in hs]
-        out = {"pred_logits": layers[-1][0], "pred_boxes": layers[-1][1],
-               "aux_outputs": [{"pred_logits": lg, "pred_boxes": bx} for lg, bx in layers[1:-1]],
-               "enc_outputs": {"pred_logits": layers[0][0], "pred_boxes": layers[0][1]}}
+        per = [{"pred_logits": torch.cat(enc_l, 1), "pred_boxes": torch.cat(enc_b, 1)}]
+        pre = None
+        if self.fdr_head is not None and hs:
+            pre = {"pred_logits": self.class_embed(hs[0]), "pred_boxes": apply_delta(self.bbox_embed(hs[0]), ref)}
+            anchor = pre["pred_boxes"].detach()
+            for h, corners in zip(hs, self.fdr_head.corners(hs)):
+                per.append({"pred_logits": self.class_embed(h), "pred_boxes": self.fdr_head.boxes(corners, anchor),
+                            "pred_corners": corners, "ref_points": anchor, "fdr_project": self.fdr_head.project,
+                            "fdr_reg_scale": self.fdr_head.reg_scale})
+        else:
+            per += [{"pred_logits": self.class_embed(h), "pred_boxes": apply_delta(self.bbox_embed(h), ref)}
+                    for h in hs]
+        out = dict(per[-1], aux_outputs=per[1:-1], enc_outputs=per[0])
+        if pre is not None:
+            out["pre_outputs"] = pre
         if all_layers:
-            out["layers"] = layers
+            out["layers"] = [(d["pred_logits"], d["pred_boxes"]) for d in per]
         return out
 
     def extract(self, subnet: SubnetConfig) -> "SubnetModule":
@@ -158,6 +184,10 @@ class SubnetModule(nn.Module):
             self.decoder.layers = self.decoder.layers[:s.dec_layers]
             self.class_embed = copy.deepcopy(net.class_embed)
             self.bbox_embed = copy.deepcopy(net.bbox_embed)
+            self.fdr_head = None
+            if net.fdr_head is not None:
+                self.fdr_head = copy.deepcopy(net.fdr_head)
+                self.fdr_head.layers = self.fdr_head.layers[:s.dec_layers]
         self.eval()
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -171,5 +201,8 @@ class SubnetModule(nn.Module):
             return boxes, logits
         ref = apply_delta(self.refpoint_embed.unsqueeze(0), ref)
         tgt = self.query_feat.unsqueeze(0).expand(images.shape[0], -1, -1)
-        h = self.decoder(tgt, ref, memory, self.shapes, self.depth)[-1]
-        return apply_delta(self.bbox_embed(h), ref), self.class_embed(h)
+        hs = self.decoder(tgt, ref, memory, self.shapes, self.depth)
+        if self.fdr_head is not None:
+            anchor = apply_delta(self.bbox_embed(hs[0]), ref)
+            return self.fdr_head.boxes(self.fdr_head.corners(hs)[-1], anchor), self.class_embed(hs[-1])
+        return apply_delta(self.bbox_embed(hs[-1]), ref), self.class_embed(hs[-1])

@@ -35,8 +35,7 @@ def _gflops(cfg, sid: str) -> float:
 
 
 def finish(ctx, ests, meta: dict) -> dict:
-    from ..deploy import compile_subnet
-    from ..runtime.render import render_python
+    from ..deploy import check_runtimes, compile_subnet, render_runtimes
     from .run import _measured, torch_ap
 
     t, out = ctx.target, ctx.out
@@ -71,16 +70,10 @@ def finish(ctx, ests, meta: dict) -> dict:
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(str(art.dir), str(dest))
             art = Artifact.open(dest)
-        rt = {}
-        if "python" in meta["runtime"] and t.backend != "tensorrt":
-            rt["python"] = str(render_python(art).parent.relative_to(out))
-        if "cpp" in meta["runtime"]:
-            try:
-                from ..runtime.render import render_cpp  # the C++ runtime, where this build has it
-            except ImportError:
-                render_cpp = None
-            if render_cpp is not None:
-                rt["cpp"] = str(Path(render_cpp(art)).relative_to(out))
+        rendered = render_runtimes(art, check_runtimes(meta["runtime"]))
+        art.metadata["runtimes"] = rendered
+        rt = {k: (str((dest / v).relative_to(out)) if not v.startswith("unsupported") else v)
+              for k, v in rendered.items()}
         art.seal()
         fronts.append(FrontPoint(**p.model_dump(), artifact=ManifestArtifact(
             dir=str(dest.relative_to(out)), backend=art.backend, model_file=art.model_file, files=art.files,

@@ -256,7 +256,7 @@ def initial_design(cfg, subs: list[SubnetConfig], precisions: list[str], n: int,
 def search(target: str | Path, checkpoint: str | Path | None = None, data: str | Path | None = None,
            space: str | Path | None = None, out: str | Path = "runs/search/run", max_measurements: int | None = None,
            resume: bool = False, storage: str | None = None, val_images: int | None = None,
-           generations: int = 6, population: int = 24, seed: int = 0, runtime: tuple[str, ...] = ("python",),
+           generations: int = 6, population: int = 24, seed: int = 0, runtime: tuple[str, ...] = ("python", "cpp"),
            say: Say = print, progress=None) -> dict:
     """Run a search; returns the manifest (also written to OUT/manifest.json). See the module docstring."""
     from ..api import load_supernet
@@ -267,7 +267,10 @@ def search(target: str | Path, checkpoint: str | Path | None = None, data: str |
     from .report import finish
     from .strategy import run_nsga2
 
+    from ..deploy import check_runtimes
+
     t0 = time.time()
+    runtime = check_runtimes(runtime)
     tpath = Path(target)
     t = load_target(tpath)
     out = Path(out)

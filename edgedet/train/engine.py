@@ -1,5 +1,6 @@
 """The training loop: weight-sharing NAS (one uniformly sampled subnet per step), Group-DETR, AdamW with backbone
-layer decay, warm-up then constant LR, EMA, gradient accumulation, safetensors checkpoints with resume, DDP.
+layer decay, warm-up then constant LR, EMA, gradient accumulation, safetensors checkpoints with resume, DDP; optional
+feature distillation from a frozen teacher (DSI + GAM, train/distill.py) and the D-FINE FDR head (fdr=True).
 
 DDP: run under torchrun (gloo works on CPU). Ranks start from rank 0's weights, sample the same subnet each step
 (the sampler is seeded by the step), and average gradients with one all-reduce, so weights stay identical.
@@ -49,6 +50,16 @@ class TrainConfig:
     backbone: str | None = None  # DINOv2 weights file to start the ViT from
     log_every: int = 20
     save_rank_states: bool = False  # each DDP rank writes its final weights (to check they are identical)
+    # distillation: DSI from a frozen teacher with GAM, and the D-FINE FDR head
+    teacher: str | None = None  # DINOv2/DINOv3 file, edgedet checkpoint, or timm:NAME[=FILE]
+    teacher_type: str = "auto"
+    teacher_cache: str | None = None  # folder for per-image teacher features (computed once, before training)
+    dsi_weight: float = 20.0  # lambda0 (RT-DETRv4-S)
+    gam: bool = True
+    gam_rho: float = 11.0
+    gam_delta: float = 1.0
+    gam_every: int | None = None  # steps between GAM updates; default: one epoch
+    fdr: bool = False
     extra: dict = field(default_factory=dict)
 
 
@@ -122,11 +133,15 @@ def _state_path(out: Path) -> Path:
     return out / "last.safetensors"
 
 
-def save_state(out: Path, net, ema: EMA, opt: torch.optim.Optimizer, meta: dict) -> None:
-    """Training state in one safetensors file: model (all groups), EMA, AdamW moments; scalars in JSON metadata."""
+def save_state(out: Path, net, ema: EMA, opt: torch.optim.Optimizer, meta: dict, distiller=None) -> None:
+    """Training state in one safetensors file: model (all groups), EMA, AdamW moments, the DSI projector; scalars
+    (GAM state included) in JSON metadata."""
     from safetensors.torch import save_file
 
     sd = {f"model.{k}": v.detach().contiguous() for k, v in net.state_dict().items()}
+    if distiller is not None:
+        sd.update({f"dsi.{k}": v.detach().contiguous() for k, v in distiller.projector.state_dict().items()})
+        meta = dict(meta, gam=distiller.gam.state())
     sd.update({f"ema.{k}": v.detach().contiguous() for k, v in ema.module.state_dict().items()})
     steps = {}
     for i, (p, st) in enumerate(((p, opt.state.get(p, {})) for g in opt.param_groups for p in g["params"])):
@@ -140,7 +155,7 @@ def save_state(out: Path, net, ema: EMA, opt: torch.optim.Optimizer, meta: dict)
     atomic_write(_state_path(out), lambda tmp: save_file(sd, str(tmp), metadata=header))
 
 
-def load_state(out: Path, net, ema: EMA, opt: torch.optim.Optimizer) -> dict:
+def load_state(out: Path, net, ema: EMA, opt: torch.optim.Optimizer, distiller=None) -> dict:
     from safetensors import SafetensorError, safe_open
 
     path = _state_path(out)
@@ -155,6 +170,13 @@ def load_state(out: Path, net, ema: EMA, opt: torch.optim.Optimizer) -> dict:
     if SupernetConfig.model_validate_json(header["config"]) != net.cfg:
         raise CheckpointError(f"{path}: saved for a different supernet config; use a new --out or drop --resume")
     meta = json.loads(header["meta"])
+    dsi = {k[4:]: v for k, v in tensors.items() if k.startswith("dsi.")}
+    if bool(dsi) != (distiller is not None):
+        raise CheckpointError(f"{path}: saved {'with' if dsi else 'without'} a teacher, resumed "
+                              f"{'with' if distiller is not None else 'without'}; use a new --out or drop --resume")
+    if distiller is not None:
+        distiller.projector.load_state_dict(dsi)
+        distiller.gam.load(meta.pop("gam"))
     net.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     ema.module.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")})
     ema.updates = meta.pop("ema_updates")
@@ -179,7 +201,14 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
 
     rank, world = _dist()
     out = Path(cfg.out)
+    teacher = None
+    if cfg.teacher:  # first, so a bad teacher file fails before any work
+        from .teachers import load_teacher
+
+        teacher = load_teacher(cfg.teacher, cfg.teacher_type)
     scfg = preset(cfg.preset)
+    if cfg.fdr:
+        scfg = scfg.model_copy(update={"fdr": True})
     train_set = CocoDetection(Path(cfg.data), "train", transforms=RandomCropFlip())
     if len(train_set.class_names) != scfg.num_classes or scfg.class_names != train_set.class_names:
         scfg = scfg.model_copy(update={"num_classes": len(train_set.class_names),
@@ -196,17 +225,26 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         from ..model.pretrained import load_dinov2_into
 
         load_dinov2_into(net.backbone, Path(cfg.backbone))
+    distiller = _distiller(cfg, net, teacher, subnets, rank, world) if teacher is not None else None
     if world > 1:
         for t in net.state_dict().values():
             dist.broadcast(t, 0)
+        for t in (distiller.projector.state_dict().values() if distiller else ()):
+            dist.broadcast(t, 0)
     lr_bb = cfg.lr_backbone if cfg.lr_backbone is not None else 1.5 * cfg.lr
-    opt = torch.optim.AdamW(param_groups(net, cfg.lr, lr_bb, cfg.layer_decay, cfg.weight_decay), lr=cfg.lr)
+    groups = param_groups(net, cfg.lr, lr_bb, cfg.layer_decay, cfg.weight_decay)
+    if distiller is not None:  # training-only: the optimizer holds it, the supernet does not
+        pw, pb = distiller.projector.proj.weight, distiller.projector.proj.bias
+        groups += [{"params": [pw], "lr": cfg.lr, "base_lr": cfg.lr, "weight_decay": cfg.weight_decay},
+                   {"params": [pb], "lr": cfg.lr, "base_lr": cfg.lr, "weight_decay": 0.0}]
+    opt = torch.optim.AdamW(groups, lr=cfg.lr)
     ema = EMA(net, cfg.ema_decay, cfg.ema_tau)
     crit = SetCriterion()
     params = [p for g in opt.param_groups for p in g["params"]]
+    net_params = [p for p in net.parameters() if p.requires_grad]
     start_epoch, step = 0, 0
     if cfg.resume and _state_path(out).exists():
-        meta = load_state(out, net, ema, opt)
+        meta = load_state(out, net, ema, opt, distiller)
         start_epoch, step = meta["epoch"], meta["step"]
         if rank == 0:
             print(f"resumed from {_state_path(out)} at epoch {start_epoch}, step {step}", flush=True)
@@ -224,6 +262,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     log = open(out / "log.jsonl", "a") if rank == 0 else None
     total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
     bar = _Progress(total_steps, step, enabled=progress and rank == 0)
+    gam_p = None
+    if distiller is not None:
+        crit.weights["loss_dsi"] = distiller.gam.lam
     for epoch in range(start_epoch, cfg.epochs):
         order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch)).tolist()
         mine = order[rank * per_rank:(rank + 1) * per_rank][: steps_per_epoch * cfg.batch_size * cfg.accum]
@@ -244,7 +285,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
             for _ in range(cfg.accum):
                 images, targets = next(it)
                 x = batch_resize(images, s.resolution)
-                outputs = net(x, s)
+                outputs = net(x, s, features=distiller is not None)
+                if distiller is not None:
+                    outputs["dsi"] = distiller.pair(outputs, x, targets)
                 nb = float(sum(len(t["labels"]) for t in targets))
                 if world > 1:
                     nbt = torch.tensor([nb])
@@ -258,6 +301,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
                     terms_sum[k] = terms_sum.get(k, 0.0) + v.item() / cfg.accum
             if world > 1:
                 _allreduce_grads(params, world)
+            if distiller is not None:  # after the all-reduce: the same gradients, so the same p, on every rank
+                gam_p = distiller.observe_grads(net_params)
             if cfg.clip:
                 torch.nn.utils.clip_grad_norm_(params, cfg.clip)
             opt.step()
@@ -267,25 +312,64 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
             total = float(crit.total(terms_sum))
             ips = n_img * world / (time.perf_counter() - t0)
             bar.update(step, epoch, total, ips, s.id)
+            extra = {}
+            if distiller is not None:
+                extra = {"dsi_weight": round(crit.weights["loss_dsi"], 4), "gam_p": round(gam_p, 4)}
+                if cfg.gam_every and step % cfg.gam_every == 0:
+                    crit.weights["loss_dsi"] = distiller.gam.update()
             if log and (step % cfg.log_every == 0 or step == 1):
                 log.write(json.dumps({"step": step, "epoch": epoch, "subnet": s.id, "loss": round(total, 4),
                                       "img_s": round(ips, 2), **{k: round(v, 4) for k, v in terms_sum.items()
-                                                                  if "_" not in k[5:]}}) + "\n")
+                                                                  if "_" not in k[5:]}, **extra}) + "\n")
                 log.flush()
+        if distiller is not None and not cfg.gam_every:  # GAM's period: one epoch
+            crit.weights["loss_dsi"] = distiller.gam.update()
         if rank == 0:
-            save_state(out, net, ema, opt, {"epoch": epoch + 1, "step": step})
-            save_supernet(ema.module, out / "model.safetensors",
-                          meta={"epochs": epoch + 1, "steps": step, "train": asdict(cfg)})
+            save_state(out, net, ema, opt, {"epoch": epoch + 1, "step": step}, distiller)
+            meta = {"epochs": epoch + 1, "steps": step, "train": asdict(cfg)}
+            if distiller is not None:
+                meta["distill"] = dict(distiller.teacher.describe(), dsi_weight=distiller.gam.lam,
+                                       gam=distiller.gam.history)
+            save_supernet(ema.module, out / "model.safetensors", meta=meta)
         if world > 1:
             dist.barrier()
         if cfg.max_steps and step >= cfg.max_steps:
             break
     bar.close()
     if cfg.save_rank_states:
-        save_supernet(net, out / f"rank{rank}.safetensors", inference=False)
+        save_supernet(net, out / f"rank{rank}.safetensors", inference=False,
+                      meta={"dsi_weight": distiller.gam.lam, "gam": distiller.gam.history} if distiller else None)
+        if distiller is not None:
+            from safetensors.torch import save_file
+
+            save_file({k: v.contiguous() for k, v in distiller.projector.state_dict().items()},
+                      str(out / f"rank{rank}-dsi.safetensors"))
     if log:
         log.close()
     return out / "model.safetensors"
+
+
+def _distiller(cfg: TrainConfig, net, teacher, subnets: list[SubnetConfig], rank: int, world: int):
+    """The DSI projector, GAM and (with teacher_cache) the per-image teacher features, filled before training."""
+    from ..config import level_grid
+    from ..data.coco import CocoDetection
+    from .distill import GAM, Distiller, TeacherCache
+    from .teachers import deepest_level
+
+    cache = None
+    if cfg.teacher_cache:
+        lvl = net.cfg.levels[deepest_level(net.cfg.levels)]
+        grid = max(level_grid(s.resolution // s.patch, lvl) for s in subnets)
+        cache = TeacherCache(teacher, cfg.teacher_cache, teacher.input_size(grid))
+        plain = CocoDetection(Path(cfg.data), "train")
+        t0 = time.perf_counter()
+        n = cache.fill(plain, cfg.batch_size, rank, world)
+        if world > 1:
+            dist.barrier()
+        if rank == 0 and n:
+            print(f"teacher features of {n} images cached in {cache.dir} ({time.perf_counter() - t0:.0f} s)",
+                  flush=True)
+    return Distiller(net, teacher, GAM(cfg.dsi_weight, cfg.gam_rho, cfg.gam_delta, enabled=cfg.gam), cache)
 
 
 def _seed_worker(worker_id: int) -> None:

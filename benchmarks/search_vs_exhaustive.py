@@ -1,0 +1,145 @@
+"""Search vs exhaustive measurement on one space (>= 500 candidates) of the demo supernet on the local CPU target.
+
+1. `edgedet search` on the space with its default budget (5% of the candidates): its measured front.
+2. Exhaustive: every candidate compiled and measured the same way (same target, benchmark settings, AP of each
+   artifact), into its own store (resumable: rerun the script and it continues).
+3. Prints: share of candidates the search measured, hypervolume of the search's front / hypervolume of the
+   exhaustive front (same reference point: AP 0, the exhaustive maximum latency), and the predictor's share of
+   held-out subnets within +-10% of measured (fitted on the search's measurements, tested on every exhaustive
+   measurement the search did not make).
+
+Both sides measure on the same machine in the same run; latency noise on a shared machine moves both.
+    python benchmarks/search_vs_exhaustive.py [--out runs/bench/search_vs_exhaustive] [--val-images 100]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+SPACE = ("# 3 x 3 x 2 x 4 x 4 = 288 subnets x (fp32, int8) = 576 candidates\n"
+         "patch: [12, 16, 24]\nresolution: [192, 288, 384]\nwindows: [1, 2]\ndec_layers: [0, 1, 2, 3]\n"
+         "queries: [25, 50, 75, 100]\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=ROOT / "runs/bench/search_vs_exhaustive")
+    ap.add_argument("--val-images", type=int, default=100)
+    ap.add_argument("--skip-exhaustive", action="store_true", help="only the search (and its figures so far)")
+    args = ap.parse_args()
+
+    from edgedet.api import load_supernet
+    from edgedet.config import load_space
+    from edgedet.data.demo import demo_checkpoint
+    from edgedet.search import search
+    from edgedet.search.pareto import front, hypervolume
+    from edgedet.search.predictor import LatencyPredictor
+    from edgedet.search.run import Ctx, _fingerprint, measure
+    from edgedet.search.space import candidates, features
+    from edgedet.search.store import Store, sqlite_url
+
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    space = out / "space.yaml"
+    space.write_text(SPACE)
+    target = ROOT / "targets/local_cpu.yaml"
+
+    t0 = time.time()
+    man = search(target, space=space, out=out / "search", resume=True, val_images=args.val_images,
+                 say=lambda m: print(m, flush=True))
+    t_search = time.time() - t0
+    n = man["search"]["candidates"]
+    print(f"search: {man['search']['measured']}/{n} measured, {len(man['front'])} front points, {t_search:.0f} s")
+
+    # exhaustive: the same measurement function, its own store, every candidate
+    from edgedet.config import load_target
+    from edgedet.data.coco import CocoDetection
+    from edgedet.data.demo import demo_data
+    from edgedet.devices import open_devices
+    from edgedet.evaluate import Subset
+
+    net = load_supernet(demo_checkpoint())
+    t = load_target(target)
+    cands = candidates(load_space(space, net.cfg), net.cfg, t)
+    ds = Subset(CocoDetection(demo_data(), "valid"), range(args.val_images))
+    devices = open_devices(t)
+    chk = devices[0].check(t)
+    rt = chk["runtimes"][t.backend]
+    store = Store(sqlite_url(out / "exhaustive.db"))
+    ctx = Ctx(net=net, target=t, target_path=target, dataset=ds, store=store, fp=_fingerprint(t, chk["info"], rt),
+              runtime_version=rt, acc_key="exhaustive", out=out / "exhaustive", say=lambda m: None, progress=None,
+              devices=devices)
+    done = {f"{m['subnet']}@{m['precision']}" for m in store.measurements(ctx.fp, rt)}
+    todo = [c for c in cands if c.id not in done]
+    t1 = time.time()
+    if not args.skip_exhaustive:
+        for i in range(0, len(todo), 8):
+            measure(ctx, todo[i:i + 8])
+            k = len(done) + min(i + 8, len(todo))
+            el = time.time() - t1
+            print(f"exhaustive: {k}/{len(cands)} measured, {el / 60:.1f} min "
+                  f"(~{el / max(k - len(done), 1) * (len(cands) - k) / 60:.0f} min left)", flush=True)
+    ex = {f"{m['subnet']}@{m['precision']}": m for m in store.measurements(ctx.fp, rt) if m["status"] == "ok"}
+    if len(ex) < len(cands):
+        print(f"exhaustive incomplete ({len(ex)}/{len(cands)}): rerun to continue")
+    if not ex:
+        return
+    # hypervolume: the search's front (its own measurements) vs the exhaustive front, same reference
+    ex_pts = [(m["ap"]["AP"], m["latency_ms"]) for m in ex.values()]
+    ref = max(p[1] for p in ex_pts) * 1.0001
+    hv_ex = hypervolume([ex_pts[i] for i in front(ex_pts)], ref)
+    s_pts = [(p["ap"]["AP"], p["latency_ms"]) for p in man["front"]]
+    hv_s = hypervolume(s_pts, ref)
+    # the same front re-scored with the exhaustive run's measurements of the same candidates (removes the noise
+    # between the two measurements of one candidate)
+    s_ex = [(ex[p["id"]]["ap"]["AP"], ex[p["id"]]["latency_ms"]) for p in man["front"] if p["id"] in ex]
+    hv_s_ex = hypervolume(s_ex, ref)
+    # predictor on held-out subnets: fitted on the search's measurements
+    smeas = [p for p in man["points"] if p["status"] == "ok"]
+    feats, lat = {}, {}
+    from edgedet.config import SubnetConfig
+
+    for p in smeas:
+        feats.setdefault(p["precision"], []).append(features(net.cfg, SubnetConfig.parse(p["subnet"])))
+        lat.setdefault(p["precision"], []).append(p["latency_ms"])
+    pred = LatencyPredictor().fit(feats, lat)
+    sids = {p["id"] for p in smeas}
+    held = [(k, m) for k, m in ex.items() if k not in sids]
+    rel = np.array([abs(pred.predict(features(net.cfg, SubnetConfig.parse(m["subnet"])), m["precision"])
+                        - m["latency_ms"]) / m["latency_ms"] for k, m in held])
+    per_prec = {pr: float(np.mean([r <= 0.10 for (k, m), r in zip(held, rel) if m["precision"] == pr]))
+                for pr in t.precisions}
+    # noise floor: the same candidates measured twice (search run vs exhaustive run)
+    twice = [abs(p["latency_ms"] - ex[p["id"]]["latency_ms"]) / ex[p["id"]]["latency_ms"] for p in smeas
+             if p["id"] in ex]
+    res = {
+        "candidates": len(cands), "search_measured": man["search"]["measured"],
+        "share_measured": man["search"]["measured"] / len(cands), "search_wall_s": round(t_search, 1),
+        "exhaustive_measured": len(ex), "hv_ratio": hv_s / hv_ex, "hv_ratio_rescored": hv_s_ex / hv_ex,
+        "predictor_within_10pct": float(np.mean(rel <= 0.10)), "predictor_within_10pct_by_precision": per_prec,
+        "predictor_median_rel_err": float(np.median(rel)), "held_out": len(held),
+        "remeasure_median_rel_diff": float(np.median(twice)) if twice else None,
+        "remeasure_within_10pct": float(np.mean(np.asarray(twice) <= 0.10)) if twice else None,
+        "front_search": [p["id"] for p in man["front"]],
+        "front_exhaustive": [list(ex)[i] for i in front(ex_pts)],
+    }
+    (out / "result.json").write_text(json.dumps(res, indent=1))
+    print(f"\ncandidates {len(cands)}; search measured {res['search_measured']} ({res['share_measured']:.1%}) "
+          f"in {t_search / 60:.1f} min")
+    print(f"hypervolume search / exhaustive: {res['hv_ratio']:.3f} (search front as it measured it), "
+          f"{res['hv_ratio_rescored']:.3f} (same points, exhaustive run's measurements)")
+    print(f"predictor: {res['predictor_within_10pct']:.1%} of {len(held)} held-out candidates within +-10% "
+          f"(median error {res['predictor_median_rel_err']:.1%}; by precision {per_prec})")
+    if twice:
+        print(f"noise floor: the same candidate measured twice differs by {res['remeasure_median_rel_diff']:.1%} "
+              f"(median); {res['remeasure_within_10pct']:.0%} within 10%")
+    print(f"fronts: search {len(res['front_search'])} points, exhaustive {len(res['front_exhaustive'])}")
+
+
+if __name__ == "__main__":
+    main()
