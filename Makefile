@@ -4,9 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
-EXTRAS ?= dev,openvino,tensorrt,litert
+EXTRAS ?= dev,openvino,tensorrt,litert,ssh
+SSHD := /usr/sbin/sshd
 
-.PHONY: venv cxx-toolchain test test-fast demo clean
+.PHONY: venv sshd cxx-toolchain test test-fast demo clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -15,6 +16,17 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# tests/devices runs a real OpenSSH server on 127.0.0.1: install Debian's openssh-server when it is missing and
+# apt-get can run (as root, or through password-less sudo); otherwise those tests skip and say why.
+sshd:
+	@if [ ! -x $(SSHD) ] && command -v apt-get >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
+	    SUDO="sudo -n"; else echo "note: $(SSHD) missing and no root/sudo: the SSH device tests will skip"; exit 0; fi; \
+	  echo "installing openssh-server for the SSH device tests"; \
+	  ($$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends openssh-server >/dev/null) || echo "note: openssh-server could not be installed"; \
+	fi
 
 # cmake and a C++17 compiler for the C++ runtime tests (the OpenVINO SDK comes with the openvino wheel)
 cxx-toolchain:
@@ -27,10 +39,10 @@ cxx-toolchain:
 	  fi; \
 	fi
 
-test: venv cxx-toolchain
+test: venv sshd cxx-toolchain
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-test-fast: venv cxx-toolchain
+test-fast: venv sshd cxx-toolchain
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 demo: venv

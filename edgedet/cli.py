@@ -15,6 +15,8 @@ data_app = typer.Typer(help="Datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 import_app = typer.Typer(help="Import foreign checkpoints as edgedet supernets.", no_args_is_help=True)
 app.add_typer(import_app, name="import")
+device_app = typer.Typer(help="The devices of a target (this machine, or hosts over SSH).", no_args_is_help=True)
+app.add_typer(device_app, name="device")
 runtime_app = typer.Typer(help="The runtimes written next to compiled artifacts.", no_args_is_help=True)
 app.add_typer(runtime_app, name="runtime")
 
@@ -364,6 +366,52 @@ def import_rfdetr_cmd(checkpoint: Path = typer.Argument(..., help="RF-DETR check
 
     for line in import_rfdetr(checkpoint, output)[1].summary_lines():
         typer.echo(line)
+
+
+@device_app.command("check")
+@user_errors
+def device_check(target: Path = typer.Argument(..., help="Target YAML, e.g. targets/jetson_orin.yaml."),
+                 as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
+    """Reach every device of a target: connection, device info, runtimes available, whether the target's backend
+    can run there. Exit 1 when a device is unreachable or cannot run the backend."""
+    from .config import load_target
+    from .devices import check_devices
+
+    rep = check_devices(load_target(target))
+    if as_json:
+        typer.echo(json.dumps(rep, indent=1))
+    else:
+        for line in device_report_lines(rep):
+            typer.echo(line)
+    if not all(d["ok"] for d in rep["devices"]):
+        raise typer.Exit(1)
+
+
+def device_report_lines(rep: dict) -> list[str]:
+    out = [f"target {rep['target']} (backend {rep['backend']})"]
+    for d in rep["devices"]:
+        if d["error"]:
+            err = d["error"].removeprefix(f"{d['address']}: ")
+            out.append(f"  {d['address']}: error: {err}")
+            continue
+        i = d["info"]
+        where = f" (workdir {d['workdir']}, python {d['python']})" if "workdir" in d else ""
+        out.append(f"  {d['address']}{where}: {'ok' if d['ok'] else 'cannot run ' + rep['backend']}")
+        out.append(f"    {i.get('hostname')}: {i.get('cpu')}, {i.get('cores')} cores, {i.get('memory_gb')} GB, "
+                   f"{i.get('os')} {i.get('machine')}, python {i.get('python')}")
+        for g in i.get("gpus") or []:
+            out.append(f"    gpu: {g.get('name')}, driver {g.get('driver_version')}, {g.get('memory.total')} MiB, "
+                       f"sm clock {g.get('clocks.sm')}/{g.get('clocks.max.sm')} MHz, {g.get('temperature.gpu')} C")
+        j = i.get("jetson")
+        if j:
+            mode = j.get("power_mode") or {}
+            out.append(f"    jetson: {j.get('model')}, L4T {j.get('l4t')}, power mode "
+                       f"{mode.get('name', 'unknown')} ({mode.get('id')})")
+        for name, state in d["runtimes"].items():
+            mark = "*" if name == rep["backend"] else " "
+            out.append(f"   {mark}{name}: {state}")
+    out += [f"  warning: {w}" for w in rep["warnings"]]
+    return out
 
 
 def main() -> None:

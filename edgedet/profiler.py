@@ -5,13 +5,8 @@ Every figure is a LatencyRecord; nothing reports a bare number.
 """
 from __future__ import annotations
 
-import os
-import platform
-import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
-
-import numpy as np
 
 
 @dataclass
@@ -39,60 +34,25 @@ class LatencyRecord:
         return asdict(self)
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith(("model name", "Model", "Hardware")):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def device_info() -> dict:
-    """What this process runs on (the same fields the on-device agent reports)."""
-    info = {"hostname": platform.node(), "os": f"{platform.system()} {platform.release()}",
-            "machine": platform.machine(), "cpu": _cpu_model(), "cores": os.cpu_count(),
-            "python": platform.python_version()}
-    try:
-        info["memory_gb"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
-        info["affinity"] = sorted(os.sched_getaffinity(0))
-    except (ValueError, OSError, AttributeError):
-        pass
-    return info
+    """What this process runs on: the same fields (and the same code) as the on-device agent's, GPU and Jetson power
+    mode included where present."""
+    from .devices import agent
+
+    return agent.device_info()
 
 
 def measure(fn: Callable[[], object], warmup: int = 10, runs: int = 100, min_duration_s: float = 1.0,
             cooldown_ms: float = 0.0, batch: int = 1, noise_threshold: float = 0.15,
             max_runs: int = 100_000, pin_cpus: list[int] | None = None) -> LatencyRecord:
-    """Time fn() (one inference) after warm-up; stops after >= runs and >= min_duration_s (capped by max_runs)."""
-    old_aff = None
-    if pin_cpus:
-        old_aff = os.sched_getaffinity(0)
-        os.sched_setaffinity(0, pin_cpus)
-    try:
-        for _ in range(warmup):
-            fn()
-        times = []
-        start = time.perf_counter()
-        while len(times) < runs or (time.perf_counter() - start < min_duration_s and len(times) < max_runs):
-            if cooldown_ms and times:
-                time.sleep(cooldown_ms / 1e3)
-            t = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t) * 1e3)
-        total = time.perf_counter() - start
-    finally:
-        if old_aff is not None:
-            os.sched_setaffinity(0, old_aff)
-    a = np.asarray(times)
-    p10, p50, p90, p99 = np.percentile(a, [10, 50, 90, 99])
-    spread = float((p90 - p10) / p50) if p50 > 0 else 0.0
-    third = max(len(a) // 3, 1)
-    drift = float(np.median(a[-third:]) / np.median(a[:third]))  # > 1.1: later runs slower (thermal throttling)
-    note = f"last third {drift:.2f}x the first" if drift > 1.1 else ""
-    return LatencyRecord(p50_ms=float(p50), p90_ms=float(p90), p99_ms=float(p99), mean_ms=float(a.mean()),
-                         min_ms=float(a.min()), spread=spread, noisy=spread > noise_threshold or drift > 1.1,
-                         runs=len(a), warmup=warmup, batch=batch, cooldown_ms=cooldown_ms, duration_s=total,
-                         device=device_info(), note=note)
+    """Time fn() (one inference) after warm-up; stops after >= runs and >= min_duration_s (capped by max_runs).
+
+    The timing loop and the statistics are the on-device agent's (devices/agent.py: time_runs, summarize), so a
+    record measured here and one measured over SSH mean the same thing."""
+    from .devices import agent
+
+    times, total = agent.time_runs(fn, warmup=warmup, runs=runs, min_duration_s=min_duration_s,
+                                   cooldown_ms=cooldown_ms, max_runs=max_runs, pin_cpus=pin_cpus)
+    rec = LatencyRecord(**agent.summarize(times, total, warmup, batch, cooldown_ms, noise_threshold))
+    rec.device = device_info()
+    return rec

@@ -35,7 +35,8 @@ class Device:
 
     def check(self, target: TargetSpec) -> dict:
         """Connection, device info and which runtimes are available: {'device': name, 'info': {...},
-        'runtimes': {name: version or 'missing: reason'}, 'backend_ok': bool}."""
+        'runtimes': {name: 'ok <version>' or 'missing: <reason>'}, 'backend_ok': bool, 'runtime_version': the
+        target backend's runtime version or None}."""
         raise NotImplementedError
 
     def prepare(self, artifact: Artifact, target: TargetSpec) -> Artifact:

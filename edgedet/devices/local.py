@@ -15,22 +15,6 @@ def runtime_options(t: TargetSpec) -> dict:
     return t.runtime.model_dump()
 
 
-_PACKAGES = {"onnxruntime": ("onnxruntime",), "openvino": ("openvino",), "tensorrt": ("tensorrt",),
-             "tflite": ("ai-edge-litert", "tflite-runtime", "tensorflow")}
-
-
-def _version(backend: str) -> str:
-    """Version of the package that runs `backend` here (the runtime version measurements are keyed by)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    for pkg in _PACKAGES.get(backend, ()):
-        try:
-            return f"{pkg} {version(pkg)}"
-        except PackageNotFoundError:
-            continue
-    return "available"
-
-
 class LocalDevice(Device):
     name = "local"
 
@@ -38,14 +22,14 @@ class LocalDevice(Device):
         return device_info()
 
     def check(self, target: TargetSpec) -> dict:
-        from ..backends import BACKEND_NAMES
+        """Runtimes as the agent reports them on a device ('ok <version>' or 'missing: <why>'), imported here."""
+        from . import agent
 
-        runtimes = {}
-        for name in BACKEND_NAMES:
-            why = get_backend(name).available()
-            runtimes[name] = _version(name) if why is None else f"missing: {why}"
-        return {"device": self.name, "info": self.info(), "runtimes": runtimes,
-                "backend_ok": not runtimes.get(target.backend, "missing").startswith("missing")}
+        runtimes = agent.check_runtimes()
+        state = runtimes.get(target.backend, "")
+        return {"device": self.name, "address": self.name, "info": self.info(), "runtimes": runtimes,
+                "backend_ok": state.startswith("ok") and target.backend != "tensorrt",
+                "runtime_version": state[3:] if state.startswith("ok ") else None}
 
     def load(self, artifact: Artifact, target: TargetSpec):
         return get_backend(artifact.backend).load(artifact, runtime_options(target))

@@ -300,7 +300,7 @@ def search(target: str | Path, checkpoint: str | Path | None = None, data: str |
     devices = open_devices(t)
     try:
         chk = devices[0].check(t)
-        rt = chk["runtimes"].get(t.backend, "")
+        rt = chk.get("runtime_version") or chk["runtimes"].get(t.backend, "")  # "1.31.1", or why it is missing
         if not chk.get("backend_ok"):
             raise ConfigError(f"{tpath}: backend {t.backend} cannot run on {devices[0].name}: {rt}")
         ck_sha, ds_sha = sha256(ck), _dataset_sha(ds)
@@ -311,7 +311,7 @@ def search(target: str | Path, checkpoint: str | Path | None = None, data: str |
                   space_subnets=list({c.subnet.id: c.subnet for c in cands}.values()))
         say(f"search: {len(cands)} candidates ({len(cands) // len(t.precisions)} subnets x {', '.join(t.precisions)})"
             f" on {t.name} [{devices[0].name}{f' +{len(devices) - 1}' if len(devices) > 1 else ''}, "
-            f"{rt}], budget {budget} measurements, AP on {len(ds)} images")
+            f"{t.backend} {rt}], budget {budget} measurements, AP on {len(ds)} images")
         prior = _measured(ctx)
         if prior:
             say(f"store: {len(prior)} measurements of this target already done (not repeated)")
@@ -322,7 +322,8 @@ def search(target: str | Path, checkpoint: str | Path | None = None, data: str |
             return sum(1 for k in _measured(ctx) if k in by_id)
 
         init = initial_design(net.cfg, subs, list(t.precisions), max(6, min(budget // 3, 8)), seed)
-        measure(ctx, init[:max(0, budget - spent())] if spent() < budget else [])
+        done = _measured(ctx)  # on --resume: the initial design's measured part is not counted twice
+        measure(ctx, [c for c in init if c.id not in done][:max(0, budget - spent())])
         seen: dict[str, Candidate] = {c.id: c for c in init}
         rounds, stop = 0, "budget spent"
         knobs = {"patch": sp.patch, "resolution": sp.resolution, "windows": sp.windows, "dec_layers": sp.dec_layers,

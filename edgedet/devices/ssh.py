@@ -1,0 +1,429 @@
+"""A device reached over SSH (asyncssh): artifacts are uploaded by SFTP, checked by sha256 on the device, and timed
+there by the self-contained agent (agent.py), which answers one JSON object per command.
+
+Safety and failure rules:
+  - key authentication only; the host key must be in known_hosts (SSHHost.known_hosts, default ~/.ssh/known_hosts).
+    An unknown host is refused unless the target sets accept_new_host_key (the key is then appended to that file);
+    a host whose key changed is always refused ('host key mismatch').
+  - every remote command is an argv list quoted element by element with shlex.join (the SSH server runs a command
+    string through the user's shell); file transfers use SFTP paths, which no shell sees.
+  - connecting is retried with exponential backoff (CONNECT_TRIES); a connection lost during a command is
+    re-established once and the command repeated; what still fails is a DeviceError naming user@host:port and the
+    step. Commands time out after SSHHost.command_timeout_s (the agent also kills itself at that deadline).
+  - one measurement at a time per device: a threading lock shared by every SSHDevice of this process with the same
+    (user, host, port, workdir), and on the device an flock on WORKDIR/.lock held by the agent while it measures
+    (other edgedet processes, other machines). A device is therefore identified by its workdir too: two pool
+    entries for one machine with different workdirs are two measuring slots on it (`edgedet device check` warns).
+
+Remote layout (WORKDIR relative to the login's home unless absolute; a leading ~/ means the home):
+    WORKDIR/agent-<sha12>.py               this agent (named by its content: edgedet versions can share a workdir)
+    WORKDIR/artifacts/<sha16>/...          an artifact's files (<sha16>: sha256 of its artifact.json)
+    WORKDIR/.lock                          the measurement lock
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import posixpath
+import shlex
+import threading
+import time
+import uuid
+from dataclasses import fields
+from pathlib import Path
+
+from ..backends.base import ARTIFACT_JSON, Artifact, Unsupported, sha256
+from ..config import SSHHost, TargetSpec
+from ..errors import EdgedetError, MissingExtraError
+from ..profiler import LatencyRecord
+from .base import Device, DeviceError
+
+try:
+    import asyncssh
+except ImportError:  # pragma: no cover - the `ssh` extra
+    raise MissingExtraError("asyncssh", "ssh", "devices over SSH") from None
+
+AGENT = Path(__file__).with_name("agent.py")
+CONNECT_TRIES = 3  # connection attempts, waiting BACKOFF_S, 2 * BACKOFF_S, ... between them
+BACKOFF_S = 0.5
+KEEPALIVE_S = 5.0  # a silently vanished device (Wi-Fi gone) is noticed after about 3 keepalives
+LOST = (asyncssh.ConnectionLost, asyncssh.DisconnectError, asyncssh.ChannelOpenError, asyncssh.SFTPConnectionLost,
+        ConnectionError, EOFError, OSError)
+
+
+class _ConnectionLost(Exception):
+    """A command ended without an exit status or signal: the connection went away under it."""
+
+
+class _Timeout(Exception):
+    """A command ran past its timeout and was killed."""
+
+
+# Constant shell programs; every value reaches them as a positional parameter ("$@", "$1"), never as code.
+_PID_WRAPPER = 'echo "edgedet-pid $$" >&2; exec "$@"'  # the pid (= process group) to kill on a timeout
+_KILL_GROUP = 'kill -s KILL -- "-$1" 2>/dev/null || kill -s KILL "$1"'
+
+
+# ------------------------------------------------------------------------------------------- event loop and locks
+class _Loop:
+    """One private event loop thread for every SSH connection of this process; callers (the device pool's worker
+    threads) block on their own coroutine only."""
+
+    _guard = threading.Lock()
+    _loop: asyncio.AbstractEventLoop | None = None
+    _thread: threading.Thread | None = None
+
+    @classmethod
+    def run(cls, coro):
+        with cls._guard:
+            if cls._loop is None or cls._thread is None or not cls._thread.is_alive():
+                cls._loop = asyncio.new_event_loop()
+                cls._thread = threading.Thread(target=cls._loop.run_forever, name="edgedet-ssh", daemon=True)
+                cls._thread.start()
+            loop = cls._loop
+        return asyncio.run_coroutine_threadsafe(coro, loop).result()
+
+
+_LOCKS: dict[tuple, threading.Lock] = {}
+_LOCKS_GUARD = threading.Lock()
+
+
+def _shared_lock(key: tuple) -> threading.Lock:
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(key, threading.Lock())
+
+
+def _home_relative(path: str) -> str:
+    """The remote path as both SFTP and the login shell's cwd see it: '~/x' -> 'x' (relative to the home)."""
+    if path in ("~", "~/"):
+        return "."
+    return path[2:] if path.startswith("~/") else path
+
+
+# ---------------------------------------------------------------------------------------------- host key policy
+class _HostKeyPolicy(asyncssh.SSHClient):
+    """Called by asyncssh only for a host key that known_hosts does not list for this host: refuse it as a
+    mismatch when the host has other keys there, as unknown otherwise, unless accept_new_host_key (then append)."""
+
+    def __init__(self, host: SSHHost, known_hosts: Path):
+        self.host, self.known_hosts, self.problem, self.added = host, known_hosts, None, None
+
+    def validate_host_public_key(self, host: str, addr: str, port: int, key) -> bool:
+        h = self.host
+        try:
+            known = asyncssh.read_known_hosts(str(self.known_hosts)).match(host, addr, port if port != 22 else None)[0]
+        except (OSError, ValueError, asyncssh.KeyImportError) as e:
+            self.problem = f"cannot read known_hosts {self.known_hosts}: {e}"
+            return False
+        fp = key.get_fingerprint()
+        pattern = host if port == 22 else f"[{host}]:{port}"
+        if known:
+            self.problem = (f"host key mismatch for {h.host}:{h.port}: the device presented {fp} but "
+                            f"{self.known_hosts} has a different key for it (a reinstalled device, or someone in "
+                            f"between); refused. If the change is expected: ssh-keygen -R '{pattern}' -f "
+                            f"{self.known_hosts}")
+            return False
+        if not h.accept_new_host_key:
+            self.problem = (f"unknown host key for {h.host}:{h.port} ({fp}): not in {self.known_hosts}; refused. "
+                            f"Check the fingerprint on the device and add it (ssh-keyscan -p {h.port} {h.host} >> "
+                            f"{self.known_hosts}), or set accept_new_host_key: true in the target")
+            return False
+        kind, blob = key.export_public_key("openssh").decode().split()[:2]
+        with open(self.known_hosts, "a") as f:
+            f.write(f"{pattern} {kind} {blob}\n")
+        self.added = fp
+        return True
+
+
+# ------------------------------------------------------------------------------------------------------ the device
+class SSHDevice(Device):
+    """One SSHHost of a target. Connects lazily, keeps the connection, and reconnects after a loss."""
+
+    def __init__(self, host: SSHHost, connect_tries: int = CONNECT_TRIES, backoff_s: float = BACKOFF_S):
+        super().__init__()
+        self.host = host
+        self.address = f"{host.user}@{host.host}:{host.port}"
+        self.workdir = _home_relative(host.workdir)
+        self.name = f"{self.address}:{self.workdir}"
+        self.lock = _shared_lock((host.user, host.host, host.port, self.workdir))
+        self.known_hosts = Path(os.path.expanduser(host.known_hosts or "~/.ssh/known_hosts"))
+        self.key_path = Path(os.path.expanduser(host.key)) if host.key else None
+        self.connect_tries, self.backoff_s = connect_tries, backoff_s
+        self.lock_path = posixpath.join(self.workdir, ".lock")
+        self.agent_path = posixpath.join(self.workdir, f"agent-{sha256(AGENT)[:12]}.py")
+        self._conn = None
+        self._conn_guard = threading.Lock()
+        self._ready: set[str] = set()  # artifacts verified on the device over the current connection
+        self._built: dict[str, dict] = {}  # TensorRT build reports by artifact id
+
+    # ---------------------------------------------------------------------------------------------- connection
+    def _client_keys(self):
+        if self.key_path is None:
+            return {}  # asyncssh's defaults: ~/.ssh/id_* and a running ssh-agent
+        try:
+            key = asyncssh.read_private_key(str(self.key_path))
+        except FileNotFoundError:
+            raise DeviceError(f"{self.address}: client key {self.key_path} not found") from None
+        except asyncssh.KeyEncryptionError:
+            raise DeviceError(f"{self.address}: client key {self.key_path} is passphrase-protected; load it into "
+                              "ssh-agent and leave `key` out of the target") from None
+        except (OSError, asyncssh.KeyImportError) as e:
+            raise DeviceError(f"{self.address}: client key {self.key_path} could not be read: {e}") from None
+        return {"client_keys": [key], "agent_path": None}
+
+    def _known_hosts(self) -> str:
+        if not self.known_hosts.is_file():
+            if not self.host.accept_new_host_key:
+                raise DeviceError(f"{self.address}: known_hosts file {self.known_hosts} does not exist; add the "
+                                  f"device's key (ssh-keyscan -p {self.host.port} {self.host.host} >> "
+                                  f"{self.known_hosts}) or set accept_new_host_key: true in the target")
+            self.known_hosts.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self.known_hosts.touch(mode=0o600)
+        return str(self.known_hosts)
+
+    async def _aconnect(self):
+        h = self.host
+        policy = _HostKeyPolicy(h, self.known_hosts)
+        opts = dict(port=h.port, username=h.user, known_hosts=self._known_hosts(), client_factory=lambda: policy,
+                    connect_timeout=h.connect_timeout_s, keepalive_interval=KEEPALIVE_S, keepalive_count_max=3,
+                    preferred_auth="publickey", **self._client_keys())
+        try:
+            conn = await asyncssh.connect(h.host, **opts)
+        except asyncssh.HostKeyNotVerifiable as e:
+            raise DeviceError(f"{self.address}: {policy.problem or e}") from None
+        except asyncssh.PermissionDenied:
+            key = f"with key {self.key_path}" if self.key_path else "with the default keys (~/.ssh/id_*, ssh-agent)"
+            raise DeviceError(f"authentication failed for {self.address} {key}: the device does not accept it "
+                              f"(add the public key to ~{h.user}/.ssh/authorized_keys there)") from None
+        try:  # once per connection: the workdir and the agent (atomically replaced: other runs may be using it)
+            async with conn.start_sftp_client() as sftp:
+                await sftp.makedirs(self.workdir, exist_ok=True)
+                await self._put(sftp, AGENT, self.agent_path)
+        except asyncssh.SFTPConnectionLost:
+            conn.close()
+            raise
+        except asyncssh.SFTPError as e:
+            conn.close()
+            raise DeviceError(f"{self.address}: cannot set up the workdir {self.workdir!r} there: {e}") from None
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _connection(self, lost: str | None = None):
+        """The open connection, or a new one after CONNECT_TRIES attempts with exponential backoff."""
+        with self._conn_guard:
+            if self._conn is not None:
+                return self._conn
+            t0, why = time.monotonic(), ""
+            for i in range(self.connect_tries):
+                if i:
+                    time.sleep(self.backoff_s * 2 ** (i - 1))
+                try:
+                    self._conn = _Loop.run(asyncio.wait_for(self._aconnect(), self.host.connect_timeout_s * 2 + 5))
+                    self._ready.clear()
+                    return self._conn
+                except DeviceError:
+                    raise
+                except (asyncio.TimeoutError, asyncssh.Error, *LOST) as e:
+                    why = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+            head = f"lost the connection during {lost}; reconnecting failed: " if lost else ""
+            raise DeviceError(f"{self.address}: {head}cannot connect ({why}; {self.connect_tries} tries over "
+                              f"{time.monotonic() - t0:.1f} s)")
+
+    def _drop(self) -> None:
+        with self._conn_guard:
+            conn, self._conn = self._conn, None
+        if conn is not None:  # closed on the loop's thread (asyncssh objects are not thread-safe)
+            with contextlib.suppress(Exception):
+                _Loop.run(self._aclose(conn))
+
+    @staticmethod
+    async def _aclose(conn) -> None:
+        conn.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(conn.wait_closed(), 2)
+
+    def close(self) -> None:
+        self._drop()
+
+    def _call(self, what: str, make, timeout: float):
+        """Run the coroutine make(conn) on the connection; reconnect and repeat once if the connection was lost."""
+        lost = None
+        for attempt in (1, 2):
+            conn = self._connection(lost)
+            try:
+                return _Loop.run(make(conn))
+            except (_Timeout, asyncio.TimeoutError):
+                raise DeviceError(f"{self.address}: {what} timed out after {timeout:g} s (command_timeout_s); the "
+                                  "command was killed") from None
+            except (_ConnectionLost, *LOST) as e:
+                self._drop()
+                lost = f"{what} ({type(e).__name__}: {e})" if str(e) else f"{what} ({type(e).__name__})"
+        raise DeviceError(f"{self.address}: lost the connection during {lost}, again after reconnecting")
+
+    # ----------------------------------------------------------------------------------------- remote commands
+    @staticmethod
+    async def _put(sftp, local: Path, remote: str) -> None:
+        tmp = f"{remote}.part-{uuid.uuid4().hex[:8]}"
+        await sftp.put(str(local), tmp)
+        try:
+            await sftp.posix_rename(tmp, remote)
+        except asyncssh.SFTPOpUnsupported:  # pragma: no cover - servers without posix-rename@openssh.com
+            with contextlib.suppress(asyncssh.SFTPError):
+                await sftp.remove(remote)
+            await sftp.rename(tmp, remote)
+
+    @staticmethod
+    async def _exec(conn, argv: list[str], stdin: str, timeout: float):
+        """Run argv (each element quoted) with `stdin`; on timeout kill its whole process group on the device (an
+        SSH 'signal' request is not enough: OpenSSH refuses it for root logins) and raise _Timeout."""
+        proc = await conn.create_process(shlex.join(["sh", "-c", _PID_WRAPPER, "sh", *argv]), input=stdin,
+                                         encoding="utf-8", errors="replace")
+        t0, pid = time.monotonic(), None
+        try:
+            first = await asyncio.wait_for(proc.stderr.readline(), timeout)
+            if first.startswith("edgedet-pid "):
+                pid = int(first.split()[1])
+            r = await proc.wait(timeout=max(0.1, timeout - (time.monotonic() - t0)))
+        except asyncio.TimeoutError:  # asyncssh.TimeoutError too
+            if pid is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(conn.run(shlex.join(["sh", "-c", _KILL_GROUP, "sh", str(pid)])), 10)
+            proc.close()
+            raise _Timeout() from None
+        if r.exit_status is None and r.exit_signal is None:
+            raise _ConnectionLost("the command ended without an exit status")
+        return r
+
+    def _agent(self, command: str, args: list[str], request: dict, what: str | None = None) -> dict:
+        """Run `python agent.py COMMAND ARGS --request - ` with `request` on stdin; the agent's JSON answer.
+        'unsupported: ...' is raised as Unsupported, 'error: ...' and anything unparsable as DeviceError."""
+        what = what or command
+        t = self.host.command_timeout_s
+        argv = [self.host.python, self.agent_path, command, *args, "--request", "-", "--deadline-s", f"{t:g}"]
+        grace = min(5.0, max(0.5, 0.25 * t))  # the agent's own alarm fires first
+        r = self._call(what, lambda conn: self._exec(conn, argv, json.dumps(request), t + grace), t)
+        lines = (r.stdout or "").strip().splitlines()
+        try:
+            res = json.loads(lines[-1]) if lines else None
+        except json.JSONDecodeError:
+            res = None
+        if not isinstance(res, dict) or "status" not in res:
+            sig = r.exit_signal[0] if r.exit_signal else None
+            if sig == "ALRM":
+                raise DeviceError(f"{self.address}: {what} timed out after {t:g} s (command_timeout_s); the agent "
+                                  "was stopped by its deadline")
+            how = f"exit status {r.exit_status}" if r.exit_status is not None else f"killed by signal {sig}"
+            err = " | ".join((r.stderr or "").strip().splitlines()[-3:]) or "no output"
+            raise DeviceError(f"{self.address}: {what}: the agent (python {self.host.python!r}) gave no result "
+                              f"({how}): {err}")
+        status = str(res["status"])
+        if status.startswith("unsupported: "):
+            raise Unsupported(status[len("unsupported: "):])
+        if status != "ok":
+            raise DeviceError(f"{self.address}: {what}: {status}")
+        return res
+
+    # -------------------------------------------------------------------------------------------- artifacts
+    @staticmethod
+    def artifact_id(artifact: Artifact) -> str:
+        return hashlib.sha256((artifact.dir / ARTIFACT_JSON).read_bytes()).hexdigest()[:16]
+
+    def remote_dir(self, artifact: Artifact) -> str:
+        return posixpath.join(self.workdir, "artifacts", self.artifact_id(artifact))
+
+    def upload(self, artifact: Artifact) -> str:
+        """Make the artifact's files present on the device, checked by sha256 there; skip those already intact.
+        -> the remote artifact folder."""
+        aid, rdir = self.artifact_id(artifact), self.remote_dir(artifact)
+        if aid in self._ready:
+            return rdir
+        manifest = dict(artifact.files, **{ARTIFACT_JSON: sha256(artifact.dir / ARTIFACT_JSON)})
+        check = lambda: self._agent("verify", ["--dir", rdir], {"files": manifest},  # noqa: E731
+                                    f"sha256 check of {artifact.dir.name}")
+        res = check()
+        todo = res["missing"] + res["mismatch"]
+        if todo:
+            changed = artifact.verify()
+            if changed:
+                raise EdgedetError(f"artifact {artifact.dir}: files changed since compile: {', '.join(changed)}")
+
+            async def send(conn):
+                try:
+                    async with conn.start_sftp_client() as sftp:
+                        for rel in todo:
+                            dst = posixpath.join(rdir, *Path(rel).parts)
+                            await sftp.makedirs(posixpath.dirname(dst), exist_ok=True)
+                            await self._put(sftp, artifact.dir / rel, dst)
+                except asyncssh.SFTPConnectionLost:
+                    raise
+                except asyncssh.SFTPError as e:
+                    raise DeviceError(f"{self.address}: upload of {artifact.dir.name} to {rdir!r} failed: {e}") \
+                        from None
+
+            self._call(f"upload of {artifact.dir.name}",
+                       lambda conn: asyncio.wait_for(send(conn), self.host.command_timeout_s),
+                       self.host.command_timeout_s)
+            res = check()
+            bad = res["missing"] + res["mismatch"]
+            if bad:
+                raise DeviceError(f"{self.address}: upload of {artifact.dir.name} does not match its sha256 on the "
+                                  f"device: {', '.join(bad)}")
+        self._ready.add(aid)
+        return rdir
+
+    def _request(self, target: TargetSpec) -> dict:
+        return dict(target.benchmark.model_dump(), runtime=target.runtime.model_dump(),
+                    lock_timeout_s=0.8 * self.host.command_timeout_s)
+
+    def build_engine(self, artifact: Artifact, target: TargetSpec) -> dict:
+        """TensorRT: build model.engine on the device with the artifact's build_engine.py (cached there per TensorRT
+        version). UNTESTED on real TensorRT here: only the 'tensorrt is not installed' path runs in edgedet's tests."""
+        aid = self.artifact_id(artifact)
+        if aid not in self._built:
+            rdir = self.upload(artifact)
+            req = dict(self._request(target), int8_mode=target.runtime.trt_int8_mode)
+            with self.lock:
+                res = self._agent("build-trt", ["--artifact", rdir, "--lock", self.lock_path], req,
+                                  f"TensorRT engine build of {artifact.dir.name}")
+            self._built[aid] = res["build"]
+        return self._built[aid]
+
+    # -------------------------------------------------------------------------------------- Device interface
+    def info(self) -> dict:
+        res = self._agent("info", [], {})
+        return dict(res["info"], runtimes=res["runtimes"], ssh=self.address, workdir=self.workdir,
+                    python_executable=res["python_executable"])
+
+    def check(self, target: TargetSpec) -> dict:
+        res = self._agent("check", [], {})
+        runtimes = res["runtimes"]
+        state = str(runtimes.get(target.backend, ""))
+        return {"device": self.name, "address": self.address, "workdir": self.workdir,
+                "python": res["python_executable"], "numpy": res.get("numpy"), "info": res["info"],
+                "runtimes": runtimes, "backend_ok": state.startswith("ok"),
+                "runtime_version": state[3:] if state.startswith("ok ") else None}
+
+    def prepare(self, artifact: Artifact, target: TargetSpec) -> Artifact:
+        self.upload(artifact)
+        if artifact.backend == "tensorrt":
+            self.build_engine(artifact, target)
+        return artifact
+
+    def measure(self, artifact: Artifact, target: TargetSpec) -> LatencyRecord:
+        self.prepare(artifact, target)
+        rdir = self.remote_dir(artifact)
+        with self.lock:
+            res = self._agent("bench", ["--artifact", rdir, "--lock", self.lock_path], self._request(target),
+                              f"benchmark of {artifact.dir.name}")
+        rec = res.get("record") or {}
+        names = [f.name for f in fields(LatencyRecord)]
+        if set(names) - set(rec):
+            raise DeviceError(f"{self.address}: the agent's record lacks {sorted(set(names) - set(rec))}")
+        out = LatencyRecord(**{k: rec[k] for k in names})
+        out.device.update(ssh=self.address, workdir=self.workdir)
+        return out
