@@ -118,9 +118,8 @@ def measure(ctx: Ctx, cands: list[Candidate]) -> None:
     """Compile each candidate (here, one at a time), measure it on the target's devices (in parallel over a pool),
     take the AP of the compiled artifact, and store every result as it completes."""
     from ..backends import get_backend
-    from ..deploy import compile_subnet, runtime_options
+    from ..deploy import compile_subnet
     from ..devices import DeviceError, DevicePool
-    from ..evaluate import evaluate_runner
 
     done = _measured(ctx)
     cands = [c for c in cands if c.id not in done]
@@ -166,18 +165,39 @@ def measure(ctx: Ctx, cands: list[Candidate]) -> None:
             ctx.store.put_measurement(ctx.fp, c.subnet.id, c.precision, ctx.runtime_version, msg, device=dev)
             ctx.say(f"  {cid}: {msg}")
             continue
-        ap, src = None, "torch"
-        if local_ok:
-            runner = get_backend(art.backend).load(art, runtime_options(ctx.target))
-            ap, src = evaluate_runner(runner.infer, art.resolution, ctx.dataset, batch_size=1), "artifact"
+        # latency first (nothing else runs on this machine while a local device measures); AP after the pool
         ctx.store.put_measurement(ctx.fp, c.subnet.id, c.precision, ctx.runtime_version, "ok",
-                                  latency_ms=res.percentile(pct), record=res.to_dict(), ap=ap, ap_source=src,
-                                  device=dev, compile_s=art.metadata.get("compile_wall_s"))
-        apt = f"AP {ap['AP']:.3f}" if ap else "AP from torch"
-        ctx.say(f"  {cid}: p{pct} {res.percentile(pct):.2f} ms, {apt} [{dev}]")
+                                  latency_ms=res.percentile(pct), record=res.to_dict(),
+                                  ap_source=PENDING if local_ok else "torch", device=dev,
+                                  compile_s=art.metadata.get("compile_wall_s"))
+        ctx.say(f"  {cid}: p{pct} {res.percentile(pct):.2f} ms [{dev}]")
+    fill_artifact_ap(ctx)
     if lost is not None and len(pool.dead) == len(ctx.devices):
         raise SearchStopped(f"every device of target {ctx.target.name} was lost ({lost}); completed measurements "
                             f"are kept in {ctx.store.url}: run the same command with --resume")
+
+
+PENDING = "pending"  # ap_source of a measured row whose artifact AP is not taken yet
+
+
+def fill_artifact_ap(ctx: Ctx) -> None:
+    """AP of the compiled artifact for every measured row still pending (after a kill, the artifact is compiled
+    again when its work folder is gone: compiling is deterministic, and the latency is not measured again)."""
+    from ..backends import get_backend
+    from ..deploy import compile_subnet, runtime_options
+    from ..evaluate import evaluate_runner
+
+    for key, m in _measured(ctx).items():
+        if m["status"] != "ok" or m["ap_source"] != PENDING:
+            continue
+        work = ctx.out / "work" / key
+        art = Artifact.open(work) if (work / "artifact.json").is_file() else None
+        if art is None or art.verify():
+            art = compile_subnet(ctx.net, m["subnet"], ctx.target_path, m["precision"], work, runtime=())
+        runner = get_backend(art.backend).load(art, runtime_options(ctx.target))
+        ap = evaluate_runner(runner.infer, art.resolution, ctx.dataset, batch_size=1)
+        ctx.store.set_ap(ctx.fp, m["subnet"], m["precision"], ctx.runtime_version, ap, "artifact")
+        ctx.say(f"  {key}: AP {ap['AP']:.3f} (from the artifact)")
 
 
 # ------------------------------------------------------------------------------------------------- estimates
@@ -312,6 +332,7 @@ def search(target: str | Path, checkpoint: str | Path | None = None, data: str |
         say(f"search: {len(cands)} candidates ({len(cands) // len(t.precisions)} subnets x {', '.join(t.precisions)})"
             f" on {t.name} [{devices[0].name}{f' +{len(devices) - 1}' if len(devices) > 1 else ''}, "
             f"{t.backend} {rt}], budget {budget} measurements, AP on {len(ds)} images")
+        fill_artifact_ap(ctx)  # rows a killed run measured but did not score yet
         prior = _measured(ctx)
         if prior:
             say(f"store: {len(prior)} measurements of this target already done (not repeated)")

@@ -83,6 +83,15 @@ class Store:
                                                     t.precision == precision, t.runtime_version == runtime_version))
             c.execute(sa.insert(MEASUREMENTS).values(**vals))
 
+    def set_ap(self, target_fp: str, subnet: str, precision: str, runtime_version: str, ap: dict,
+               ap_source: str) -> None:
+        """Add the artifact's AP to a measured row (its latency and timestamp untouched)."""
+        t = MEASUREMENTS.c
+        with self.engine.begin() as c:
+            c.execute(sa.update(MEASUREMENTS).where(
+                t.target_fp == target_fp, t.subnet == subnet, t.precision == precision,
+                t.runtime_version == runtime_version).values(ap=json.dumps(ap), ap_source=ap_source))
+
     # accuracy cache
     def accuracy(self, key: str) -> dict[str, dict]:
         with self.engine.connect() as c:
