@@ -378,7 +378,7 @@ def search(target: str | Path, checkpoint: str | Path | None = None, data: str |
                 break
             if left <= 0:
                 break
-            take = todo[:max(2, min(left, math.ceil(left / 2), 8))]
+            take = todo[:min(left, max(2, min(math.ceil(left / 2), 8)))]
             say(f"round {rounds}: {len(todo)} unmeasured candidates near the front (predictor margin "
                 f"{ctx.predictor.margin():.0%}); measuring {len(take)}")
             measure(ctx, [e.cand for e in take])
