@@ -96,7 +96,8 @@ def main() -> None:
             el = time.time() - t1
             print(f"exhaustive: {k}/{len(cands)} measured, {el / 60:.1f} min "
                   f"(~{el / max(k - len(done), 1) * (len(cands) - k) / 60:.0f} min left)", flush=True)
-    ex = {f"{m['subnet']}@{m['precision']}": m for m in store.measurements(ctx.fp, rt) if m["status"] == "ok"}
+    ex = {f"{m['subnet']}@{m['precision']}": m for m in store.measurements(ctx.fp, rt)
+          if m["status"] == "ok" and m["ap"]}  # scored rows (a killed batch leaves some pending)
     complete = len(ex) >= len(cands)
     if not complete:
         print(f"EXHAUSTIVE INCOMPLETE ({len(ex)}/{len(cands)}, a uniform sample): the hypervolume ratio below is "
