@@ -12,7 +12,7 @@ from pathlib import Path
 from ..backends.base import Artifact
 from ..checkpoint import atomic_write
 from ..config import FrontPoint, Manifest, ManifestArtifact, MeasuredPoint
-from .pareto import front, hypervolume
+from .pareto import front
 
 
 def _versions(backend: str, runtime_version: str) -> dict:
@@ -186,6 +186,3 @@ def front_table(man: dict):
                    f"{p['gflops']:.2f}", p["ap_source"], p["artifact"]["dir"])
     return tb
 
-
-def front_hypervolume(man: dict, ref_latency: float) -> float:
-    return hypervolume([(p["ap"]["AP"], p["latency_ms"]) for p in man["front"]], ref_latency)

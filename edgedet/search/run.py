@@ -365,8 +365,7 @@ def search(target: str | Path, checkpoint: str | Path | None = None, data: str |
                 return [(est[c.id].ap, est[c.id].latency_ms) if c is not None and c.id in est else None for c in cs]
 
             ests = estimates(ctx, list(seen.values()))
-            seeds = [{**_knobs(e.cand)} for i, e in enumerate(ests) if i in set(front([(x.ap, x.latency_ms)
-                                                                                         for x in ests]))]
+            seeds = [_knobs(ests[i].cand) for i in front([(x.ap, x.latency_ms) for x in ests])]
             run_nsga2(store.url, f"{ctx.fp}-{ctx.acc_key[:8]}-{_space_key(sp, t)}-round{rounds}", knobs, score,
                       generations, population, seed + rounds, seeds)
             rounds += 1

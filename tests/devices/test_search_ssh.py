@@ -3,7 +3,6 @@ local search, and a device lost mid-search (sshd killed) stops it cleanly; --res
 measurement."""
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ import yaml
 
 from edgedet.config import load_manifest
 from edgedet.search import search
+from tests.search import measurement_rows
 
 from .conftest import Sshd
 
@@ -70,14 +70,6 @@ def test_search_over_ssh_writes_the_manifest_a_local_search_writes(setup, ssh_en
     assert (Path(host.workdir) / "artifacts").is_dir()
 
 
-def _rows(db: Path) -> dict:
-    try:
-        with sqlite3.connect(db, timeout=30) as c:
-            return {(s, p): t for s, p, t in c.execute("select subnet, precision, created from edgedet_measurements")}
-    except sqlite3.OperationalError:
-        return {}
-
-
 def test_device_lost_mid_search_stops_cleanly_and_resume_repeats_nothing(setup, ssh_env):
     sshd = Sshd(setup / "sshd", Path(str(ssh_env.client_key) + ".pub"), host_key=ssh_env.sshd.host_key).start()
     known = setup / "known_hosts"
@@ -90,20 +82,20 @@ def test_device_lost_mid_search_stops_cleanly_and_resume_repeats_nothing(setup, 
     try:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         deadline = time.time() + 600
-        while len(_rows(out / "search.db")) < 2 and time.time() < deadline and proc.poll() is None:
+        while len(measurement_rows(out / "search.db")) < 2 and time.time() < deadline and proc.poll() is None:
             time.sleep(0.2)
         assert proc.poll() is None, "the search finished before the device could be lost: " + proc.stdout.read()
         sshd.kill()  # the device goes away mid-search
         log, _ = proc.communicate(timeout=300)
         assert proc.returncode == 2 and "Traceback" not in log, log[-3000:]
         assert "--resume" in log.strip().splitlines()[-1]
-        before = _rows(out / "search.db")
+        before = measurement_rows(out / "search.db")
         assert len(before) >= 2 and not (out / "manifest.json").exists()
         sshd = Sshd(setup / "sshd", Path(str(ssh_env.client_key) + ".pub"), port=sshd.port,
                     host_key=ssh_env.sshd.host_key).start()  # the device is back
         res = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=900)
         assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-        after = _rows(out / "search.db")
+        after = measurement_rows(out / "search.db")
         for key, created in before.items():  # completed measurements kept, not repeated
             assert after[key] == created
         assert load_manifest(out / "manifest.json").front

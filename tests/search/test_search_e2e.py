@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from edgedet.backends.base import sha256
 from edgedet.config import load_manifest
 from edgedet.search import search
 from edgedet.search.pareto import dominates
+from tests.search import measurement_rows
 
 SPACE = "patch: [24]\nresolution: [192, 288]\nwindows: [2]\ndec_layers: [1, 3]\nqueries: [25, 50]\n"
 
@@ -76,14 +76,6 @@ def test_search_writes_a_valid_manifest_with_a_measured_front(setup):
     assert {p["id"] for p in again["front"]} == fr
 
 
-def _rows(db: Path) -> dict:
-    try:
-        with sqlite3.connect(db, timeout=30) as c:
-            return {(s, p): t for s, p, t in c.execute("select subnet, precision, created from edgedet_measurements")}
-    except sqlite3.OperationalError:
-        return {}
-
-
 @pytest.mark.slow
 def test_kill9_midway_then_resume_repeats_no_completed_measurement(setup):
     out = setup / "run"
@@ -92,16 +84,16 @@ def test_kill9_midway_then_resume_repeats_no_completed_measurement(setup):
            "--generations", "2", "--population", "6"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 600
-    while len(_rows(out / "search.db")) < 3 and time.time() < deadline and proc.poll() is None:
+    while len(measurement_rows(out / "search.db")) < 3 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
     assert proc.poll() is None, "the search finished before it could be killed: " + proc.stdout.read()[-2000:]
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    before = _rows(out / "search.db")
+    before = measurement_rows(out / "search.db")
     assert len(before) >= 3 and not (out / "manifest.json").exists()
     res = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    after = _rows(out / "search.db")
+    after = measurement_rows(out / "search.db")
     for key, created in before.items():  # completed rows untouched: not measured again
         assert after[key] == created
     compiled = {ln.split()[1] for ln in res.stdout.splitlines() if ln.startswith("compile ") and "again" not in ln}
