@@ -8,8 +8,12 @@
    held-out subnets within +-10% of measured (fitted on the search's measurements, tested on every exhaustive
    measurement the search did not make).
 
-Both sides measure on the same machine in the same run; latency noise on a shared machine moves both.
-    python benchmarks/search_vs_exhaustive.py [--out runs/bench/search_vs_exhaustive] [--val-images 100]
+4. With the exhaustive side complete, the search algorithm replayed K times (seeds 0..K-1, --replay) with every
+   measurement taken from the exhaustive store: the same figures free of the noise between two measurements of one
+   candidate, and their spread over seeds.
+
+Both sides measure on the same machine; latency noise on a shared machine moves both.
+    python benchmarks/search_vs_exhaustive.py [--out runs/bench/search_vs_exhaustive] [--val-images 50] [--replay 20]
 """
 from __future__ import annotations
 
@@ -33,6 +37,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "runs/bench/search_vs_exhaustive")
     ap.add_argument("--val-images", type=int, default=50)
     ap.add_argument("--skip-exhaustive", action="store_true", help="only the search (and its figures so far)")
+    ap.add_argument("--replay", type=int, default=20, metavar="K",
+                    help="also replay the search K times (seeds 0..K-1) over the exhaustive measurements (default 20)")
     args = ap.parse_args()
 
     from edgedet.api import load_supernet
@@ -155,6 +161,83 @@ def main() -> None:
         print(f"noise floor: the same candidate measured twice differs by {res['remeasure_median_rel_diff']:.1%} "
               f"(median); {res['remeasure_within_10pct']:.0%} within 10%")
     print(f"fronts: search {len(res['front_search'])} points, exhaustive {len(res['front_exhaustive'])}")
+    if complete and args.replay:
+        rep = replay(ctx, load_space(space, net.cfg), cands, man["search"]["max_measurements"], ex, ex_pts, ref, hv_ex,
+                     args.replay, acc=Store(sqlite_url(out / "search" / "search.db")))
+        res["replay"] = rep
+        (out / "result.json").write_text(json.dumps(res, indent=1))
+
+
+def replay(ctx, sp, cands, budget, ex, ex_pts, ref, hv_ex, k, acc) -> dict:
+    """The search algorithm run k times (seeds 0..k-1) with every measurement taken from the exhaustive store
+    instead of the device: what the search finds over the same measurements, free of the noise between two runs
+    of one candidate, and how much its result depends on the seed."""
+    import tempfile
+
+    import edgedet.search.run as run
+    from edgedet.config import SubnetConfig
+    from edgedet.search.pareto import front, hypervolume
+    from edgedet.search.space import features
+    from edgedet.search.store import Store, sqlite_url
+
+    (key, tap), = [(key, acc.accuracy(key)) for key in [_acc_key(acc)]]
+    budget_ms = ctx.target.latency.budget_ms
+
+    def replay_measure(c, todo):
+        for cand in todo:
+            m = ex[cand.id]
+            c.store.put_measurement(c.fp, m["subnet"], m["precision"], c.runtime_version, "ok",
+                                    latency_ms=m["latency_ms"], ap=m["ap"], ap_source="artifact", device="replay")
+
+    real, hv, pred, meas, fronts = run.measure, [], [], [], []
+    run.measure = replay_measure
+    try:
+        for seed in range(k):
+            with tempfile.TemporaryDirectory() as tmp:
+                store = Store(sqlite_url(Path(tmp) / "replay.db"))
+                store.put_accuracy(key, tap)
+                c = run.Ctx(net=ctx.net, target=ctx.target, target_path=ctx.target_path, dataset=None, store=store,
+                            fp=ctx.fp, runtime_version=ctx.runtime_version, acc_key=key, out=Path(tmp),
+                            say=lambda m: None, progress=None)
+                c.space_subnets = list({x.subnet.id: x.subnet for x in cands}.values())
+                run.explore(c, sp, cands, budget, seed=seed)
+                got = {f"{m['subnet']}@{m['precision']}": m for m in store.measurements(c.fp, c.runtime_version)}
+                ok = [ex[i] for i in got if not budget_ms or ex[i]["latency_ms"] <= budget_ms]
+                pts = [(m["ap"]["AP"], m["latency_ms"]) for m in ok]
+                hv.append(hypervolume([pts[i] for i in front(pts)], ref) / hv_ex)
+                meas.append(len(got))
+                fronts.append(sorted(got))
+                held = [m for i, m in ex.items() if i not in got]
+                rel = [abs(c.predictor.predict(features(ctx.net.cfg, SubnetConfig.parse(m["subnet"])),
+                                               m["precision"]) - m["latency_ms"]) / m["latency_ms"] for m in held]
+                pred.append(float(np.mean(np.asarray(rel) <= 0.10)))
+                store.close()
+                print(f"replay seed {seed}: measured {len(got)}, hypervolume ratio {hv[-1]:.3f}, predictor "
+                      f"{pred[-1]:.1%} within 10%", flush=True)
+    finally:
+        run.measure = real
+    out = {"seeds": k, "hv_ratio_median": float(np.median(hv)), "hv_ratio_min": float(np.min(hv)),
+           "hv_ratio_max": float(np.max(hv)), "measured_median": float(np.median(meas)),
+           "predictor_within_10pct_median": float(np.median(pred)), "predictor_within_10pct_min": float(np.min(pred)),
+           "hv_ratio": hv, "predictor_within_10pct": pred, "measured_ids": fronts}
+    print(f"replay over the exhaustive measurements, {k} seeds: hypervolume ratio median {out['hv_ratio_median']:.3f} "
+          f"(min {out['hv_ratio_min']:.3f}, max {out['hv_ratio_max']:.3f}); measured median "
+          f"{out['measured_median']:.0f}/{len(cands)}; predictor within 10% median "
+          f"{out['predictor_within_10pct_median']:.1%} (min {out['predictor_within_10pct_min']:.1%})")
+    return out
+
+
+def _acc_key(store) -> str:
+    """The search's AP cache key (one checkpoint + dataset in its store)."""
+    import sqlalchemy as sa
+
+    from edgedet.search.store import ACCURACY
+
+    with store.engine.connect() as conn:
+        keys = {r[0] for r in conn.execute(sa.select(ACCURACY.c.key).distinct())}
+    if len(keys) != 1:
+        raise SystemExit(f"expected one AP cache key in {store.url}, found {len(keys)}")
+    return keys.pop()
 
 
 if __name__ == "__main__":

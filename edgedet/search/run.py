@@ -25,7 +25,7 @@ import numpy as np
 from ..backends.base import Artifact, Unsupported, sha256
 from ..config import SubnetConfig, TargetSpec, load_space, load_target
 from ..errors import ConfigError, EdgedetError
-from .pareto import dominates, front
+from .pareto import dominates, front, hypervolume
 from .space import Candidate, candidates, features
 from .store import Store, sqlite_url
 
@@ -42,6 +42,11 @@ class Estimate:
     ap: float  # AP (0.5:0.95) estimate: artifact AP when measured, else torch AP minus the precision's drop
     latency_ms: float
     measured: bool
+    ap_hi: float | None = None  # optimistic AP of an unmeasured candidate (AP + the precision's spread of drops)
+
+    @property
+    def ap_opt(self) -> float:
+        return self.ap if self.ap_hi is None else self.ap_hi
 
 
 @dataclass
@@ -177,6 +182,8 @@ def measure(ctx: Ctx, cands: list[Candidate]) -> None:
                             f"are kept in {ctx.store.url}: run the same command with --resume")
 
 
+MAX_BATCH = 4  # measurements per round at most (fewer: more rounds, each refitting on the last's results)
+PICK = "hv"  # how a round picks among the near-front candidates: "hv" (hypervolume gain) or "order" (front, AP)
 PENDING = "pending"  # ap_source of a measured row whose artifact AP is not taken yet
 
 
@@ -220,13 +227,19 @@ def _feat(ctx: Ctx, s: SubnetConfig) -> np.ndarray:
     return ctx.feats[s.id]
 
 
-def ap_drops(ctx: Ctx, measured: dict[str, dict], tap: dict[str, dict]) -> dict[str, float]:
-    """Median (torch AP - artifact AP) per precision over measured artifacts (0 where none)."""
+def ap_drops(ctx: Ctx, measured: dict[str, dict], tap: dict[str, dict]) -> dict[str, tuple[float, float]]:
+    """Per precision over its measured artifacts: the median of (torch AP - artifact AP), and how far 90% of them
+    stay from that median (the AP uncertainty of an unmeasured candidate at that precision; quantisation moves
+    each subnet's AP its own way)."""
     drops: dict[str, list[float]] = {}
     for m in measured.values():
         if m["status"] == "ok" and m["ap"] and m["subnet"] in tap:
             drops.setdefault(m["precision"], []).append(tap[m["subnet"]]["AP"] - m["ap"]["AP"])
-    return {p: float(np.median(v)) for p, v in drops.items()}
+    out = {}
+    for p, v in drops.items():
+        med = float(np.median(v))
+        out[p] = (med, float(np.quantile(np.abs(np.asarray(v) - med), 0.9)) if len(v) >= 3 else 0.0)
+    return out
 
 
 def estimates(ctx: Ctx, cands: list[Candidate]) -> list[Estimate]:
@@ -241,21 +254,22 @@ def estimates(ctx: Ctx, cands: list[Candidate]) -> list[Estimate]:
         if m is not None:
             out.append(Estimate(c, (m["ap"] or tap[c.subnet.id])["AP"], m["latency_ms"], True))
         elif ctx.predictor is not None:
-            out.append(Estimate(c, tap[c.subnet.id]["AP"] - drop.get(c.precision, 0.0),
-                                ctx.predictor.predict(_feat(ctx, c.subnet), c.precision), False))
+            med, spread = drop.get(c.precision, (0.0, 0.0))
+            ap = tap[c.subnet.id]["AP"] - med
+            out.append(Estimate(c, ap, ctx.predictor.predict(_feat(ctx, c.subnet), c.precision), False, ap + spread))
     return out
 
 
 def near_front(ests: list[Estimate], margin: float, budget_ms: float | None) -> list[Estimate]:
-    """Unmeasured estimates that could be on the front if their latency were `margin` lower (optimistic), ordered
-    on-front first, then by AP descending."""
+    """Unmeasured estimates that could be on the front if their latency were `margin` lower and their AP at its
+    optimistic value, ordered on-front first, then by AP descending."""
     pts = [(e.ap, e.latency_ms) for e in ests]
     on = set(front(pts))
     out = []
     for i, e in enumerate(ests):
         if e.measured:
             continue
-        opt = (e.ap, e.latency_ms * (1 - margin))
+        opt = (e.ap_opt, e.latency_ms * (1 - margin))
         if budget_ms and opt[1] > budget_ms:
             continue
         if not any(dominates(p, opt) for j, p in enumerate(pts) if j != i):
@@ -264,19 +278,103 @@ def near_front(ests: list[Estimate], margin: float, budget_ms: float | None) -> 
     return sorted(out, key=lambda e: (pos[id(e)] not in on, -e.ap))
 
 
-def initial_design(cfg, subs: list[SubnetConfig], precisions: list[str], n: int, seed: int) -> list[Candidate]:
-    """n subnets spread over FLOPs at the first precision (quantiles, random among ties) plus the smallest and the
-    largest at each other precision (their ratios carry the first model until they have their own)."""
+def pick(todo: list[Estimate], ests: list[Estimate], k: int, margin: float, ref_ms: float) -> list[Estimate]:
+    """k of the near-front candidates, greedily: each step the one whose optimistic point (latency `margin` lower,
+    AP at its optimistic value) adds the most hypervolume to the front of the measured points and of those picked before it (believed at
+    their estimates); ties by the gain at the estimate itself. Spends a batch where the front can gain most,
+    rather than on high-AP candidates only."""
+    have = [(e.ap, e.latency_ms) for e in ests if e.measured]
+    left, out = list(todo), []
+    while left and len(out) < k:
+        hv0 = hypervolume(have, ref_ms)
+        gain = [(hypervolume(have + [(e.ap_opt, e.latency_ms * (1 - margin))], ref_ms) - hv0,
+                 hypervolume(have + [(e.ap, e.latency_ms)], ref_ms) - hv0) for e in left]
+        i = max(range(len(left)), key=lambda j: gain[j])
+        e = left.pop(i)
+        out.append(e)
+        have.append((e.ap, e.latency_ms))
+    return out
+
+
+def initial_design(cfg, subs: list[SubnetConfig], precisions: list[str], n: int, n_other: int,
+                   seed: int = 0) -> list[Candidate]:
+    """n subnets chosen to pin the latency model's terms (greedy D-optimal over their cost features, starting from
+    the smallest and the largest by FLOPs) at the first precision, and the first n_other of them at each other
+    precision (pairs of the same subnet give its per-term ratios). `seed` breaks FLOPs ties."""
     from ..model.cost import subnet_cost
+    from .space import d_optimal
 
     rng = random.Random(seed)
     order = sorted(subs, key=lambda s: (subnet_cost(cfg, s).flops, rng.random()))
-    idx = sorted({round(q * (len(order) - 1)) for q in np.linspace(0, 1, max(n, 2))})
-    first = [order[i] for i in idx]
-    out = [Candidate(s, precisions[0]) for s in first]
+    idx = d_optimal(np.stack([features(cfg, s) for s in order]), n, first=[0, len(order) - 1])
+    out = [Candidate(order[i], precisions[0]) for i in idx]
     for p in precisions[1:]:
-        out += [Candidate(order[0], p), Candidate(order[-1], p)]
+        out += [Candidate(order[i], p) for i in idx[:n_other]]
     return out
+
+
+def explore(ctx: Ctx, sp, cands: list[Candidate], budget: int, generations: int = 6, population: int = 24,
+            seed: int = 0) -> tuple[list[Estimate], int, str]:
+    """Initial design, then rounds of predict-then-verify until the front is stable or `budget` measurements of
+    `cands` are spent. Returns the final estimates of every candidate seen, the number of rounds and why it
+    stopped. Measurements go through the module's `measure` (a benchmark replays stored ones through it)."""
+    from .strategy import run_nsga2
+
+    t, say = ctx.target, ctx.say
+    by_id = {c.id: c for c in cands}
+    subs = list({c.subnet.id: c.subnet for c in cands}.values())
+
+    def spent() -> int:
+        return sum(1 for k in _measured(ctx) if k in by_id)
+
+    n = max(6, min(budget // 3, 8))
+    init = initial_design(ctx.net.cfg, subs, list(t.precisions), n, max(2, min(n // 2, budget // 6)), seed)
+    done = _measured(ctx)  # on --resume: the initial design's measured part is not counted twice
+    measure(ctx, [c for c in init if c.id not in done][:max(0, budget - spent())])
+    seen: dict[str, Candidate] = {c.id: c for c in init}
+    rounds, stop = 0, "budget spent"
+    knobs = {"patch": sp.patch, "resolution": sp.resolution, "windows": sp.windows, "dec_layers": sp.dec_layers,
+             "queries": sp.queries, "precision": list(t.precisions)}
+    while True:
+        fit_predictor(ctx)
+        if ctx.predictor is None:
+            stop = "nothing measurable"
+            break
+
+        def score(params: list[dict]) -> list:
+            cs = [by_id.get(f"p{p['patch']}-r{p['resolution']}-w{p['windows']}-d{p['dec_layers']}"
+                            f"-q{p['queries']}@{p['precision']}") for p in params]
+            valid = [c for c in cs if c is not None]
+            est = {e.cand.id: e for e in estimates(ctx, valid)}
+            for c in valid:
+                seen[c.id] = c
+            return [(est[c.id].ap, est[c.id].latency_ms) if c is not None and c.id in est else None for c in cs]
+
+        ests = estimates(ctx, list(seen.values()))
+        seeds = [_knobs(ests[i].cand) for i in front([(x.ap, x.latency_ms) for x in ests])]
+        run_nsga2(ctx.store.url, f"{ctx.fp}-{ctx.acc_key[:8]}-{_space_key(sp, t)}-round{rounds}", knobs, score,
+                  generations, population, seed + rounds, seeds)
+        rounds += 1
+        ests = estimates(ctx, list(seen.values()))
+        margin = ctx.predictor.margin()
+        todo = near_front(ests, margin, t.latency.budget_ms)
+        left = budget - spent()
+        if not todo:
+            stop = "front stable (no unmeasured candidate near the front)"
+            break
+        if left <= 0:
+            break
+        k = min(left, max(2, min(math.ceil(left / 2), MAX_BATCH)))
+        ref = t.latency.budget_ms or max(e.latency_ms for e in ests) * 1.0001
+        take = pick(todo, ests, k, margin, ref) if PICK == "hv" else todo[:k]
+        say(f"round {rounds}: {len(todo)} unmeasured candidates near the front (predictor margin {margin:.0%}); "
+            f"measuring {len(take)}")
+        measure(ctx, [e.cand for e in take])
+        if rounds >= 12:
+            stop = "round limit"
+            break
+    fit_predictor(ctx)
+    return estimates(ctx, list(seen.values())), rounds, stop
 
 
 # ------------------------------------------------------------------------------------------------- main
@@ -291,10 +389,8 @@ def search(target: str | Path, checkpoint: str | Path | None = None, data: str |
     from ..data.demo import demo_checkpoint, demo_data
     from ..devices import open_devices
     from ..evaluate import Subset
-    from .report import finish
-    from .strategy import run_nsga2
-
     from ..deploy import check_runtimes
+    from .report import finish
 
     t0 = time.time()
     runtime = check_runtimes(runtime)
@@ -336,56 +432,7 @@ def search(target: str | Path, checkpoint: str | Path | None = None, data: str |
         prior = _measured(ctx)
         if prior:
             say(f"store: {len(prior)} measurements of this target already done (not repeated)")
-        by_id = {c.id: c for c in cands}
-        subs = list({c.subnet.id: c.subnet for c in cands}.values())
-
-        def spent() -> int:
-            return sum(1 for k in _measured(ctx) if k in by_id)
-
-        init = initial_design(net.cfg, subs, list(t.precisions), max(6, min(budget // 3, 8)), seed)
-        done = _measured(ctx)  # on --resume: the initial design's measured part is not counted twice
-        measure(ctx, [c for c in init if c.id not in done][:max(0, budget - spent())])
-        seen: dict[str, Candidate] = {c.id: c for c in init}
-        rounds, stop = 0, "budget spent"
-        knobs = {"patch": sp.patch, "resolution": sp.resolution, "windows": sp.windows, "dec_layers": sp.dec_layers,
-                 "queries": sp.queries, "precision": list(t.precisions)}
-        while True:
-            fit_predictor(ctx)
-            if ctx.predictor is None:
-                stop = "nothing measurable"
-                break
-
-            def score(params: list[dict]) -> list:
-                cs = [by_id.get(f"p{p['patch']}-r{p['resolution']}-w{p['windows']}-d{p['dec_layers']}"
-                                f"-q{p['queries']}@{p['precision']}") for p in params]
-                valid = [c for c in cs if c is not None]
-                est = {e.cand.id: e for e in estimates(ctx, valid)}
-                for c in valid:
-                    seen[c.id] = c
-                return [(est[c.id].ap, est[c.id].latency_ms) if c is not None and c.id in est else None for c in cs]
-
-            ests = estimates(ctx, list(seen.values()))
-            seeds = [_knobs(ests[i].cand) for i in front([(x.ap, x.latency_ms) for x in ests])]
-            run_nsga2(store.url, f"{ctx.fp}-{ctx.acc_key[:8]}-{_space_key(sp, t)}-round{rounds}", knobs, score,
-                      generations, population, seed + rounds, seeds)
-            rounds += 1
-            ests = estimates(ctx, list(seen.values()))
-            todo = near_front(ests, ctx.predictor.margin(), t.latency.budget_ms)
-            left = budget - spent()
-            if not todo:
-                stop = "front stable (no unmeasured candidate near the front)"
-                break
-            if left <= 0:
-                break
-            take = todo[:min(left, max(2, min(math.ceil(left / 2), 8)))]
-            say(f"round {rounds}: {len(todo)} unmeasured candidates near the front (predictor margin "
-                f"{ctx.predictor.margin():.0%}); measuring {len(take)}")
-            measure(ctx, [e.cand for e in take])
-            if rounds >= 12:
-                stop = "round limit"
-                break
-        fit_predictor(ctx)
-        ests = estimates(ctx, list(seen.values()))
+        ests, rounds, stop = explore(ctx, sp, cands, budget, generations, population, seed)
         meta = dict(ck=ck, ck_sha=ck_sha, ds_root=root, ds_sha=ds_sha, space=sp, cands=cands, budget=budget,
                     rounds=rounds, stop=stop, info=chk["info"], wall_s=time.time() - t0, generations=generations,
                     population=population, seed=seed, runtime=runtime)

@@ -46,3 +46,26 @@ def features(cfg: SupernetConfig, s: SubnetConfig) -> np.ndarray:
     mem = sum(level_grid(g, lv) ** 2 for lv in cfg.levels)
     return np.array([1.0, (c0.flops - c0.attn_flops) / 1e9, c0.attn_flops / 1e9, g * g / 1e3, mem / 1e3,
                      s.dec_layers, s.dec_layers * s.queries / 100, (c.flops - c0.flops) / 1e9])
+
+
+def d_optimal(rows: np.ndarray, n: int, first: list[int] = (), ridge: float = 1e-3) -> list[int]:
+    """Greedy D-optimal design: indices of `n` rows that (with `first`, always kept) make the linear latency model
+    best determined. Rows are scaled to relative terms first (each divided by its sum after every column is scaled
+    to [0, 1]), as the predictor fits relative error; each step adds the row of largest x^T M^-1 x (Fedorov), so a
+    budget of ~2x the model's terms pins every weight instead of spreading all points along FLOPs, where the
+    cost terms all grow together."""
+    x = np.asarray(rows, dtype=float)
+    x = x / np.maximum(x.max(0), 1e-12)
+    x = x / np.maximum(x.sum(1, keepdims=True), 1e-12)
+    m = ridge * np.eye(x.shape[1])
+    chosen = list(dict.fromkeys(first))
+    for i in chosen:
+        m += np.outer(x[i], x[i])
+    while len(chosen) < min(n, len(x)):
+        inv = np.linalg.inv(m)
+        gain = np.einsum("ij,jk,ik->i", x, inv, x)
+        gain[chosen] = -np.inf
+        i = int(np.argmax(gain))
+        chosen.append(i)
+        m += np.outer(x[i], x[i])
+    return chosen

@@ -3,7 +3,7 @@ import pytest
 
 from edgedet.search.pareto import dominates, front, hypervolume
 from edgedet.search.predictor import LatencyPredictor
-from edgedet.search.run import Estimate, near_front
+from edgedet.search.run import Estimate, near_front, pick
 from edgedet.search.space import Candidate
 from edgedet.search.store import Store, sqlite_url
 
@@ -46,6 +46,42 @@ def test_predictor_recovers_an_additive_cost_model_and_borrows_ratios():
     assert p.predict(x[25], "int8") == pytest.approx(0.5 * y[25], rel=0.15)
 
 
+def test_sparse_precision_learns_per_term_ratios_and_stays_near_the_median_ratio_with_few_points():
+    # int8 halves term 1 (compute) but doubles term 2 (say, attention on a CPU without int8 kernels for it)
+    rng = np.random.default_rng(1)
+    w = np.array([1.0, 6.0, 3.0, 0.5])
+    x = np.abs(rng.normal(size=(40, 4))) + 0.1
+    x[:, 0] = 1
+    y = x @ w
+    y8 = x @ (w * np.array([1.0, 0.5, 2.0, 1.0]))
+    fit = LatencyPredictor(min_points=6).fit
+    few = fit({"fp32": list(x[:20]), "int8": list(x[20:22])}, {"fp32": list(y[:20]), "int8": list(y8[20:22])})
+    ratio = np.median(y8[20:22] / y[20:22])
+    # two points: close to the base model times their median ratio (the ridge pull), not an exact fit
+    assert np.allclose(few.models["int8"] / few.models["fp32"], ratio, rtol=0.35)
+    more = fit({"fp32": list(x[:20]), "int8": list(x[20:25])}, {"fp32": list(y[:20]), "int8": list(y8[20:25])})
+    err = lambda p: np.median([abs(p.predict(x[i], "int8") - y8[i]) / y8[i] for i in range(25, 40)])
+    flat = np.median([abs(x[i] @ w * ratio - y8[i]) / y8[i] for i in range(25, 40)])
+    assert err(more) < 0.5 * flat and err(more) < 0.05  # five points: the per-term ratios beat one ratio
+    assert more.models["int8"][2] > more.models["fp32"][2] > more.models["int8"][1] / 2
+
+
+def test_d_optimal_design_spreads_over_the_cost_terms_not_only_flops():
+    from edgedet.search.space import d_optimal
+
+    # rows that mostly grow together (like FLOPs, tokens, memory) plus a few that vary one term alone
+    rng = np.random.default_rng(0)
+    t = rng.random(50)
+    x = np.stack([np.ones(50), t, t + 0.01 * rng.random(50), t ** 2], 1)
+    x[[7, 31], 2] = [0.0, 1.0]  # the rows that separate term 2 from term 1
+    got = d_optimal(x, 5, first=[int(np.argmin(t)), int(np.argmax(t))])
+    assert got[:2] == [int(np.argmin(t)), int(np.argmax(t))] and len(set(got)) == 5
+    assert {7, 31} & set(got)
+    rank = np.linalg.matrix_rank(x[got])
+    assert rank == 4  # every term identifiable from 5 rows
+    assert d_optimal(x, 60) == sorted(d_optimal(x, 60), key=d_optimal(x, 60).index) and len(d_optimal(x, 60)) == 50
+
+
 def test_near_front_selects_unmeasured_candidates_that_could_be_optimal(tiny_cfg):
     subs = [tiny_cfg.smallest(), tiny_cfg.largest()]
     e = [Estimate(Candidate(subs[0], "fp32"), 0.30, 10.0, True),
@@ -56,6 +92,10 @@ def test_near_front_selects_unmeasured_candidates_that_could_be_optimal(tiny_cfg
     got = [x.cand.id for x in near_front(e, 0.10, None)]
     assert got == [e[4].cand.id, e[2].cand.id]
     assert [x.cand.id for x in near_front(e, 0.10, 12.0)] == [e[2].cand.id]  # the budget line
+    # dominated on latency alone, but quantisation may move its AP by up to 0.04: it could still be on the front
+    unsure = Estimate(Candidate(subs[1], "int8"), 0.47, 20.5, False, ap_hi=0.51)
+    sure = Estimate(Candidate(subs[1], "int8"), 0.47, 20.5, False)
+    assert near_front(e[:2] + [unsure], 0.0, None) == [unsure] and near_front(e[:2] + [sure], 0.0, None) == []
 
 
 def test_store_roundtrip_and_replace(tmp_path):
@@ -68,3 +108,16 @@ def test_store_roundtrip_and_replace(tmp_path):
     assert s.measurements("fp", "2.0") == [] and s.measurements("other", "1.0") == []
     s.put_accuracy("k", {"a": {"AP": 0.1}, "b": {"AP": 0.2}})
     assert Store(sqlite_url(tmp_path / "s.db")).accuracy("k") == {"a": {"AP": 0.1}, "b": {"AP": 0.2}}
+
+
+def test_pick_spends_a_batch_where_the_front_gains_most(tiny_cfg):
+    subs = [tiny_cfg.smallest(), tiny_cfg.largest()]
+    c = [Candidate(s, p) for s in subs for p in ("fp32", "int8", "fp16")]
+    measured = [Estimate(c[0], 0.10, 2.0, True), Estimate(c[1], 0.50, 20.0, True)]
+    fill_gap = Estimate(c[2], 0.40, 5.0, False)  # fills the wide gap between 2 and 20 ms
+    top = Estimate(c[3], 0.52, 19.0, False)  # highest AP, adds a sliver
+    near_gap = Estimate(c[4], 0.38, 5.5, False)  # mostly shadowed by fill_gap once that one is believed
+    todo = [top, near_gap, fill_gap]
+    got = pick(todo, measured + todo, 2, 0.05, ref_ms=30.0)
+    assert got[0] is fill_gap and got[1] is top  # the second pick counts fill_gap as already there
+    assert pick(todo, measured + todo, 5, 0.05, ref_ms=30.0)[2] is near_gap  # all of them when k allows
