@@ -195,7 +195,8 @@ def replay(ctx, sp, cands, budget, ex, ex_pts, ref, hv_ex, k, acc) -> dict:
     from edgedet.search.space import features
     from edgedet.search.store import Store, sqlite_url
 
-    (key, tap), = [(key, acc.accuracy(key)) for key in [_acc_key(acc)]]
+    key = _acc_key(acc)
+    tap = acc.accuracy(key)
     budget_ms = ctx.target.latency.budget_ms
 
     def replay_measure(c, todo):
@@ -204,7 +205,7 @@ def replay(ctx, sp, cands, budget, ex, ex_pts, ref, hv_ex, k, acc) -> dict:
             c.store.put_measurement(c.fp, m["subnet"], m["precision"], c.runtime_version, "ok",
                                     latency_ms=m["latency_ms"], ap=m["ap"], ap_source="artifact", device="replay")
 
-    real, hv, pred, meas, fronts = run.measure, [], [], [], []
+    real, hv, pred, meas, measured_ids = run.measure, [], [], [], []
     run.measure = replay_measure
     try:
         for seed in range(k):
@@ -221,7 +222,7 @@ def replay(ctx, sp, cands, budget, ex, ex_pts, ref, hv_ex, k, acc) -> dict:
                 pts = [(m["ap"]["AP"], m["latency_ms"]) for m in ok]
                 hv.append(hypervolume([pts[i] for i in front(pts)], ref) / hv_ex)
                 meas.append(len(got))
-                fronts.append(sorted(got))
+                measured_ids.append(sorted(got))
                 held = [m for i, m in ex.items() if i not in got]
                 rel = [abs(c.predictor.predict(features(ctx.net.cfg, SubnetConfig.parse(m["subnet"])),
                                                m["precision"]) - m["latency_ms"]) / m["latency_ms"] for m in held]
@@ -234,7 +235,7 @@ def replay(ctx, sp, cands, budget, ex, ex_pts, ref, hv_ex, k, acc) -> dict:
     out = {"seeds": k, "hv_ratio_median": float(np.median(hv)), "hv_ratio_min": float(np.min(hv)),
            "hv_ratio_max": float(np.max(hv)), "measured_median": float(np.median(meas)),
            "predictor_within_10pct_median": float(np.median(pred)), "predictor_within_10pct_min": float(np.min(pred)),
-           "hv_ratio": hv, "predictor_within_10pct": pred, "measured_ids": fronts}
+           "hv_ratio": hv, "predictor_within_10pct": pred, "measured_ids": measured_ids}
     print(f"replay over the exhaustive measurements, {k} seeds: hypervolume ratio median {out['hv_ratio_median']:.3f} "
           f"(min {out['hv_ratio_min']:.3f}, max {out['hv_ratio_max']:.3f}); measured median "
           f"{out['measured_median']:.0f}/{len(cands)}; predictor within 10% median "

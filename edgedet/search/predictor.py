@@ -46,8 +46,7 @@ class LatencyPredictor:
                 continue
             x, y = np.asarray(feats[p]), np.asarray(v, dtype=float)
             ratio = float(np.median(y / np.maximum(x @ w, 1e-9)))
-            lam = self.ratio_ridge or self._choose_ridge(x * w, y)
-            loo = self._loo_ratio(x * w, y, lam)
+            lam, loo = self._choose_ridge(x * w, y)
             if len(y) >= self.min_points:  # its own model only where it predicts its held-out points better
                 own = self._loo_own(x, y)
                 if np.mean(own) < np.mean(loo):
@@ -74,11 +73,12 @@ class LatencyPredictor:
             out.append(float(abs(c[i] @ self._term_ratios(c[keep], y[keep], ratio, lam) - y[i]) / y[i]))
         return out
 
-    def _choose_ridge(self, c: np.ndarray, y: np.ndarray) -> float:
-        if len(y) < 3:
-            return 0.1
-        err = {lam: float(np.mean(self._loo_ratio(c, y, lam))) for lam in self.RIDGES}
-        return min(err, key=err.get)
+    def _choose_ridge(self, c: np.ndarray, y: np.ndarray) -> tuple[float, list[float]]:
+        """The ridge (fixed, or the one of RIDGES with the lowest mean leave-one-out error) and its LOO errors."""
+        lams = [self.ratio_ridge] if self.ratio_ridge else [0.1] if len(y) < 3 else self.RIDGES
+        loo = {lam: self._loo_ratio(c, y, lam) for lam in lams}
+        lam = min(loo, key=lambda k: np.mean(loo[k]) if loo[k] else 0.0)
+        return lam, loo[lam]
 
     @staticmethod
     def _term_ratios(c: np.ndarray, y: np.ndarray, ratio: float, lam: float) -> np.ndarray:

@@ -183,7 +183,6 @@ def measure(ctx: Ctx, cands: list[Candidate]) -> None:
 
 
 MAX_BATCH = 4  # measurements per round at most (fewer: more rounds, each refitting on the last's results)
-PICK = "hv"  # how a round picks among the near-front candidates: "hv" (hypervolume gain) or "order" (front, AP)
 PENDING = "pending"  # ap_source of a measured row whose artifact AP is not taken yet
 
 
@@ -280,9 +279,9 @@ def near_front(ests: list[Estimate], margin: float, budget_ms: float | None) -> 
 
 def pick(todo: list[Estimate], ests: list[Estimate], k: int, margin: float, ref_ms: float) -> list[Estimate]:
     """k of the near-front candidates, greedily: each step the one whose optimistic point (latency `margin` lower,
-    AP at its optimistic value) adds the most hypervolume to the front of the measured points and of those picked before it (believed at
-    their estimates); ties by the gain at the estimate itself. Spends a batch where the front can gain most,
-    rather than on high-AP candidates only."""
+    AP at its optimistic value) adds the most hypervolume to the front of the measured points and of those picked
+    before it (believed at their estimates); ties by the gain at the estimate itself. Spends a batch where the
+    front can gain most, rather than on high-AP candidates only."""
     have = [(e.ap, e.latency_ms) for e in ests if e.measured]
     left, out = list(todo), []
     while left and len(out) < k:
@@ -366,7 +365,7 @@ def explore(ctx: Ctx, sp, cands: list[Candidate], budget: int, generations: int 
             break
         k = min(left, max(2, min(math.ceil(left / 2), MAX_BATCH)))
         ref = t.latency.budget_ms or max(e.latency_ms for e in ests) * 1.0001
-        take = pick(todo, ests, k, margin, ref) if PICK == "hv" else todo[:k]
+        take = pick(todo, ests, k, margin, ref)
         say(f"round {rounds}: {len(todo)} unmeasured candidates near the front (predictor margin {margin:.0%}); "
             f"measuring {len(take)}")
         measure(ctx, [e.cand for e in take])

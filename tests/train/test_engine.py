@@ -2,9 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -12,6 +9,7 @@ from safetensors.torch import load_file
 
 from edgedet.checkpoint import load_supernet
 from edgedet.train.engine import TrainConfig, train
+from tests.train import torchrun_train
 
 ONE_SUBNET = "patch: [16]\nresolution: [128]\nwindows: [2]\ndec_layers: [2]\nqueries: [25]\n"
 
@@ -52,16 +50,7 @@ def test_resume_continues_where_it_stopped(tmp_path, synth_data):
 
 @pytest.mark.slow
 def test_torchrun_two_cpu_processes_end_with_identical_weights(tmp_path, synth_data):
-    space = tmp_path / "space.yaml"
-    space.write_text("patch: [16, 24]\nresolution: [96, 192]\nwindows: [1, 2]\ndec_layers: [0, 2]\nqueries: [25]\n")
-    out = tmp_path / "ddp"
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29533",
-           "-m", "edgedet.cli", "train", "--data", str(synth_data), "--out", str(out), "--space", str(space),
-           "--epochs", "1", "--batch-size", "2", "--groups", "2", "--workers", "0", "--max-steps", "3",
-           "--save-rank-states", "--log-every", "1"]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
-    assert p.returncode == 0, p.stderr[-2000:]
+    out = torchrun_train(tmp_path, synth_data, 29533)
     r0, r1 = load_file(str(out / "rank0.safetensors")), load_file(str(out / "rank1.safetensors"))
     assert r0.keys() == r1.keys()
     assert all(torch.equal(r0[k], r1[k]) for k in r0)

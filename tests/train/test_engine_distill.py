@@ -3,9 +3,6 @@ GAM, and everything training-only stays out of the checkpoint and the ONNX; DDP 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections import Counter
 
 import onnx
@@ -17,6 +14,7 @@ from edgedet.checkpoint import load_supernet, read_header
 from edgedet.config import SubnetConfig
 from edgedet.model.export import export_onnx
 from edgedet.train.engine import TrainConfig, train
+from tests.train import torchrun_train
 
 from .test_engine import ONE_SUBNET
 
@@ -80,17 +78,8 @@ def test_distilled_checkpoint_exports_the_same_graph(tmp_path, synth_data, dinov
 
 @pytest.mark.slow
 def test_torchrun_ranks_end_with_the_same_gam_lambda(tmp_path, synth_data, dinov3_file):
-    space = tmp_path / "space.yaml"
-    space.write_text("patch: [16, 24]\nresolution: [96, 192]\nwindows: [1, 2]\ndec_layers: [0, 2]\nqueries: [25]\n")
-    out = tmp_path / "ddp"
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29534",
-           "-m", "edgedet.cli", "train", "--data", str(synth_data), "--out", str(out), "--space", str(space),
-           "--epochs", "1", "--batch-size", "2", "--groups", "2", "--workers", "0", "--max-steps", "3",
-           "--save-rank-states", "--log-every", "1", "--teacher", str(dinov3_file), "--teacher-cache",
-           str(tmp_path / "cache"), "--gam-every", "1", "--dsi-weight", "4", "--fdr"]
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
-    assert p.returncode == 0, p.stderr[-3000:]
+    out = torchrun_train(tmp_path, synth_data, 29534, "--teacher", str(dinov3_file), "--teacher-cache",
+                         str(tmp_path / "cache"), "--gam-every", "1", "--dsi-weight", "4", "--fdr", timeout=900)
     metas = [read_header(out / f"rank{r}.safetensors")[2] for r in (0, 1)]
     assert metas[0]["dsi_weight"] == metas[1]["dsi_weight"] != 4.0
     assert metas[0]["gam"] == metas[1]["gam"] and len(metas[0]["gam"]) == 3
