@@ -311,12 +311,6 @@ def load_space(path: Path | str | None, cfg: SupernetConfig) -> SearchSpace:
 
 Backend = Literal["onnxruntime", "openvino", "tflite", "tensorrt"]
 Precision = Literal["fp32", "fp16", "bf16", "int8"]
-BACKEND_PRECISIONS: dict[str, tuple[str, ...]] = {
-    "onnxruntime": ("fp32", "int8"),
-    "openvino": ("fp32", "fp16", "bf16", "int8"),
-    "tflite": ("fp32", "fp16", "int8"),
-    "tensorrt": ("fp32", "fp16", "int8"),
-}
 
 
 class SSHHost(_Strict):
@@ -384,7 +378,9 @@ class TargetSpec(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> "TargetSpec":
-        ok = BACKEND_PRECISIONS[self.backend]
+        from .backends.capabilities import capabilities
+
+        ok = capabilities(self.backend).precisions
         for i, p in enumerate(self.precisions):
             if p not in ok:
                 raise ValueError(f"precisions.{i}: backend {self.backend} has no {p} (it has {', '.join(ok)})")

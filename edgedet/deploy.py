@@ -35,7 +35,6 @@ def resolve_recipe(t: TargetSpec, base: Path | None, calibration: str | Path | N
 
 
 RUNTIMES = ("python", "cpp")
-PYTHON_BACKENDS = ("onnxruntime", "openvino", "tflite")
 
 
 def check_runtimes(runtime) -> tuple[str, ...]:
@@ -56,7 +55,7 @@ def render_runtimes(art: Artifact, runtime: tuple[str, ...]) -> dict[str, str]:
 
     done = {}
     if "python" in runtime:
-        if art.backend in PYTHON_BACKENDS:
+        if get_backend(art.backend).caps.python_runtime:
             done["python"] = str(render_python(art).relative_to(art.dir))
         else:
             done["python"] = (f"unsupported: {art.backend} artifacts run through their own scripts "
@@ -83,13 +82,13 @@ def compile_subnet(net, subnet: SubnetConfig | str, target: TargetSpec | str | P
     if t.max_resolution and s.resolution > t.max_resolution:
         raise Unsupported(f"resolution {s.resolution} exceeds target {t.name} max_resolution {t.max_resolution}")
     backend = get_backend(t.backend)
+    caps = backend.caps
     backend.check_precision(precision)
     if precision not in t.precisions:
         raise ConfigError(f"target {t.name} does not list precision {precision} (it lists {', '.join(t.precisions)})")
     recipe, rbase = resolve_recipe(t, base, calibration)
     # int8 calibrates on the recipe; TensorRT also ships the images for its FP16 range check and on-device checks
-    wants = (precision == "int8" and t.backend != "tflite") or t.backend == "tensorrt"  # LiteRT int8: dynamic range
-    calib = calibration_fn(recipe, rbase) if (recipe is not None and wants) else None
+    calib = calibration_fn(recipe, rbase) if (recipe is not None and caps.needs_calibration(precision)) else None
     module = net.extract(s)
     meta = {"subnet": s.id, "resolution": s.resolution, "num_classes": net.cfg.num_classes,
             "class_names": net.cfg.class_names, "target": t.name, "supernet": net.cfg.name,
@@ -102,7 +101,7 @@ def compile_subnet(net, subnet: SubnetConfig | str, target: TargetSpec | str | P
         art = backend.compile(onnx_path, precision, Path(out), calib, opts, meta)
     art.metadata["compile_s"] = round(time.perf_counter() - t0, 2)
     art.metadata["runtimes"] = render_runtimes(art, runtime)
-    if precision == "fp32" and t.backend != "tensorrt":  # the fp32 artifact must match torch
+    if precision == "fp32" and caps.runs_on_host:  # the fp32 artifact must match torch
         runner = backend.load(art, opts)
         import torch
 
@@ -154,8 +153,9 @@ def benchmark_artifact(artifact: Artifact | str | Path, target: TargetSpec | str
         from .evaluate import evaluate_runner
 
         ds = CocoDetection(Path(data) if data else demo_data(), "valid")
-        if runner is None and art.backend != "tensorrt" and get_backend(art.backend).available() is None:
-            runner = get_backend(art.backend).load(art, runtime_options(t))  # the same file, run here
+        backend = get_backend(art.backend)
+        if runner is None and backend.caps.runs_on_host and backend.available() is None:
+            runner = backend.load(art, runtime_options(t))  # the same file, run here
         if runner is not None:
             row["ap"] = evaluate_runner(runner.infer, art.resolution, ds, batch_size=1)
     return row

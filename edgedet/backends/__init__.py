@@ -4,9 +4,9 @@ from __future__ import annotations
 import importlib
 
 from ..errors import ConfigError
+from .capabilities import BACKEND_NAMES, CAPABILITIES, Capabilities, capabilities  # noqa: F401
 
 _MODULES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "tflite": "tflite", "tensorrt": "tensorrt"}
-BACKEND_NAMES = tuple(_MODULES)
 
 
 def get_backend(name: str):

@@ -97,8 +97,22 @@ CalibrationData = Callable[[int], Iterable[np.ndarray]]  # resolution -> batches
 
 class Backend:
     name: str = ""
-    precisions: tuple[str, ...] = ()
-    extra: str = ""  # pip extra that installs the runtime
+
+    @property
+    def caps(self):
+        """This backend's Capabilities (backends/capabilities.py)."""
+        from .capabilities import capabilities
+
+        return capabilities(self.name)
+
+    @property
+    def precisions(self) -> tuple[str, ...]:
+        return self.caps.precisions
+
+    @property
+    def extra(self) -> str:
+        """pip extra that installs the runtime."""
+        return self.caps.extra
 
     def check_precision(self, precision: str) -> None:
         if precision not in self.precisions:

@@ -58,7 +58,7 @@ class _Reader:
 
 
 class OnnxRuntimeBackend(Backend):
-    name, precisions, extra = "onnxruntime", ("fp32", "int8"), ""
+    name = "onnxruntime"
 
     def compile(self, onnx_path, precision, out_dir, calibration: CalibrationData | None, options, metadata):
         self.check_precision(precision)

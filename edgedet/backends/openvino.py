@@ -65,7 +65,7 @@ class OVRunner(Runner):
 
 
 class OpenVINOBackend(Backend):
-    name, precisions, extra = "openvino", ("fp32", "fp16", "bf16", "int8"), "openvino"
+    name = "openvino"
 
     def available(self):
         try:

@@ -415,7 +415,7 @@ PURPOSE = {
 
 
 class TensorRTBackend(Backend):
-    name, precisions, extra = "tensorrt", ("fp32", "fp16", "int8"), "tensorrt"
+    name = "tensorrt"
 
     def available(self) -> str | None:
         """Whether engines can be RUN here (compile needs only onnx + onnxruntime and always works)."""

@@ -250,7 +250,7 @@ class TFLiteRunner(Runner):
 
 
 class TFLiteBackend(Backend):
-    name, precisions, extra = "tflite", ("fp32", "fp16", "int8"), "litert"
+    name = "tflite"
 
     def available(self) -> str | None:
         """None when both the converter (litert_torch, extra `litert`) and an interpreter are importable; a device

@@ -28,15 +28,15 @@ class LocalDevice(Device):
         runtimes = agent.check_runtimes()
         state = runtimes.get(target.backend, "")
         return {"device": self.name, "address": self.name, "info": self.info(), "runtimes": runtimes,
-                "backend_ok": state.startswith("ok") and target.backend != "tensorrt",
+                "backend_ok": state.startswith("ok") and get_backend(target.backend).caps.runs_on_host,
                 "runtime_version": state[3:] if state.startswith("ok ") else None}
 
     def load(self, artifact: Artifact, target: TargetSpec):
         return get_backend(artifact.backend).load(artifact, runtime_options(target))
 
     def measure(self, artifact: Artifact, target: TargetSpec, runner=None) -> LatencyRecord:
-        if artifact.backend == "tensorrt":
-            raise Unsupported("TensorRT engines are built and timed on their GPU device (an ssh target), "
+        if not get_backend(artifact.backend).caps.runs_on_host:
+            raise Unsupported(f"{artifact.backend} artifacts are built and timed on their device (an ssh target), "
                               "not on this machine")
         runner = runner or self.load(artifact, target)
         b = target.benchmark

@@ -35,6 +35,7 @@ import uuid
 from dataclasses import fields
 from pathlib import Path
 
+from ..backends import get_backend
 from ..backends.base import ARTIFACT_JSON, Artifact, Unsupported, sha256
 from ..config import SSHHost, TargetSpec
 from ..errors import EdgedetError, MissingExtraError
@@ -410,7 +411,7 @@ class SSHDevice(Device):
 
     def prepare(self, artifact: Artifact, target: TargetSpec) -> Artifact:
         self.upload(artifact)
-        if artifact.backend == "tensorrt":
+        if get_backend(artifact.backend).caps.builds_on_device:
             self.build_engine(artifact, target)
         return artifact
 

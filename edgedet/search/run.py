@@ -153,7 +153,8 @@ def measure(ctx: Ctx, cands: list[Candidate]) -> None:
         return dev.measure(art, ctx.target)
 
     pct = ctx.target.latency.percentile
-    local_ok = ctx.target.backend != "tensorrt" and get_backend(ctx.target.backend).available() is None
+    backend = get_backend(ctx.target.backend)
+    local_ok = backend.caps.runs_on_host and backend.available() is None
     lost, pool = None, DevicePool(ctx.devices)
     for cid, res, dev in pool.run(list(arts), job):
         c, art = by_id[cid], arts[cid]
