@@ -46,7 +46,8 @@ test-fast: venv sshd cxx-toolchain
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 demo: venv
-	$(BIN)/edgedet search --target targets/local_cpu.yaml -o runs/search/demo --resume
+	$(BIN)/edgedet search --target local_cpu -o runs/search/demo --resume
+	@echo "edgedet is installed in $(VENV): 'source $(VENV)/bin/activate' puts the edgedet command on your PATH"
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

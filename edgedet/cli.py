@@ -1,13 +1,18 @@
 """The `edgedet` command. Each command is a thin call into the API; user errors print one line and exit 2."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import os
 import sys
+import tempfile
+import warnings
 from pathlib import Path
 from typing import Optional
 
 import typer
+import typer.main
 
 app = typer.Typer(help="edgedet: weight-sharing DETR supernets, hardware-in-the-loop search, compiled edge fronts.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -44,22 +49,69 @@ def user_errors(fn):
     return wrapper
 
 
-CheckpointOpt = typer.Option(None, "--checkpoint", "-c", help="Supernet checkpoint (.safetensors).")
+CheckpointOpt = typer.Option(None, "--checkpoint", "-c", help="Supernet checkpoint (.safetensors); default: the "
+                             "bundled demo supernet.")
 PresetOpt = typer.Option(None, "--preset", help="Randomly initialised preset instead: tiny, nano, small, medium.")
+TargetOpt = typer.Option("local_cpu", "--target", "-t", help="Target: a YAML file, or the name of a shipped target "
+                         "(local_cpu, cpu_openvino, t4, jetson_orin, mobile_tflite), found from any folder. "
+                         "Default: local_cpu (ONNX Runtime on this machine's CPU).")
+VerboseOpt = typer.Option(False, "--verbose", "-v", help="Show what the runtimes and converters print (absl, oneDNN, "
+                          "XNNPACK, NNCF, torchao, Python warnings); hidden by default.")
+SeedOpt = typer.Option(0, "--seed", help="Random seed.")
+
+
+@contextlib.contextmanager
+def quiet_runtimes(verbose: bool = False):
+    """While compiling or searching, send everything the runtimes and converters print to the process's stdout and
+    stderr (C++ libraries write straight to file descriptors 1 and 2: absl, oneDNN, XNNPACK, the LiteRT converter;
+    Python warnings, tqdm bars, torchao and pytree notices) to a scratch file that is dropped, unless `verbose`.
+    Yields (out, err): text streams on the real stdout and stderr for edgedet's own lines and progress."""
+    if verbose:
+        yield sys.stdout, sys.stderr
+        return
+    for s in (sys.stdout, sys.stderr):
+        s.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    real = {fd: os.fdopen(os.dup(saved[fd]), "w", buffering=1) for fd in (1, 2)}
+    with tempfile.TemporaryFile() as scratch:
+        for fd in (1, 2):
+            os.dup2(scratch.fileno(), fd)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                yield real[1], real[2]
+        finally:
+            for fd in (1, 2):
+                with contextlib.suppress(Exception):
+                    (sys.stdout if fd == 1 else sys.stderr).flush()
+                os.dup2(saved[fd], fd)
+                os.close(saved[fd])
+                real[fd].close()
+
+
+def _supernet_source(checkpoint: Optional[Path], preset: Optional[str]):
+    """(checkpoint path or None, preset name or None): the bundled demo supernet when neither is given."""
+    from .data.demo import demo_checkpoint
+    from .errors import ConfigError
+
+    if checkpoint is not None and preset is not None:
+        raise ConfigError("give at most one of --checkpoint or --preset")
+    if checkpoint is None and preset is None:
+        return demo_checkpoint(), None
+    return checkpoint, preset
 
 
 @app.command()
 @user_errors
 def info(checkpoint: Optional[Path] = CheckpointOpt, preset: Optional[str] = PresetOpt,
          as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
-    """Supernet config, its search space, and FLOPs/params of the smallest and largest subnets."""
+    """Supernet config, its search space, and FLOPs/params of the smallest and largest subnets (default: the
+    bundled demo supernet)."""
     from .api import supernet_info
     from .checkpoint import read_header
     from .config import preset as get_preset
-    from .errors import ConfigError
 
-    if (checkpoint is None) == (preset is None):
-        raise ConfigError("give exactly one of --checkpoint or --preset")
+    checkpoint, preset = _supernet_source(checkpoint, preset)
     cfg = read_header(checkpoint)[0] if checkpoint else get_preset(preset)
     rep = supernet_info(cfg)
     if as_json:
@@ -95,15 +147,16 @@ def export(subnet: str = typer.Option(..., "--subnet", "-s", help="Subnet id, e.
            output: Path = typer.Option(..., "-o", "--output", help="Output .onnx path."),
            checkpoint: Optional[Path] = CheckpointOpt, preset: Optional[str] = PresetOpt,
            no_check: bool = typer.Option(False, "--no-check", help="Skip the ONNX Runtime vs torch check.")):
-    """Export one subnet to ONNX (images [B,3,R,R] RGB 0..1 -> boxes cxcywh, logits), checked with ONNX Runtime."""
+    """Export one subnet to ONNX (images [B,3,R,R] RGB 0..1 -> boxes cxcywh, logits), checked with ONNX Runtime
+    (default supernet: the bundled demo)."""
     from .api import export_onnx, load_supernet
     from .config import SubnetConfig
     from .config import preset as get_preset
     from .checkpoint import read_header
 
-    cfg = read_header(checkpoint)[0] if checkpoint else (get_preset(preset) if preset else None)
-    if cfg is not None:
-        SubnetConfig.parse(subnet, cfg)  # fail fast, before loading weights
+    checkpoint, preset = _supernet_source(checkpoint, preset)
+    cfg = read_header(checkpoint)[0] if checkpoint else get_preset(preset)
+    SubnetConfig.parse(subnet, cfg)  # fail fast, before loading weights
     net = load_supernet(checkpoint, preset)
     res = export_onnx(net, subnet, output, check=not no_check)
     diffs = ", ".join(f"{k} {v:.1e}" for k, v in res.max_abs_diff.items()) or "not checked"
@@ -116,7 +169,7 @@ def export(subnet: str = typer.Option(..., "--subnet", "-s", help="Subnet id, e.
 def data_synth(out: Path = typer.Option(..., "--out", "-o", help="Output folder (Roboflow COCO layout)."),
                train: int = typer.Option(2000, "--train", help="Training images."),
                val: int = typer.Option(200, "--val", help="Validation images."),
-               seed: int = typer.Option(0, "--seed"),
+               seed: int = SeedOpt,
                size: int = typer.Option(320, "--size", help="Image side in pixels.")):
     """Write a deterministic synthetic COCO dataset (shapes, textures, clutter, occlusion, lighting)."""
     from rich.progress import Progress
@@ -135,19 +188,22 @@ def data_synth(out: Path = typer.Option(..., "--out", "-o", help="Output folder 
 def train(data: Path = typer.Option(..., "--data", help="COCO dataset folder (train/ and valid/ with "
                                                       "_annotations.coco.json)."),
           out: Path = typer.Option(..., "--out", "-o", help="Run folder, e.g. runs/train/NAME."),
-          preset: str = typer.Option("tiny", "--preset"),
+          preset: str = typer.Option("tiny", "--preset", help="Architecture preset to train: tiny, nano, small, "
+                                     "medium."),
           space: Optional[Path] = typer.Option(None, "--space", help="Search space YAML the steps sample from."),
-          epochs: int = typer.Option(10, "--epochs"),
-          batch_size: int = typer.Option(8, "--batch-size"),
+          epochs: int = typer.Option(10, "--epochs", help="Passes over the training set."),
+          batch_size: int = typer.Option(8, "--batch-size", help="Images per step."),
           accum: int = typer.Option(1, "--accum", help="Gradient accumulation steps."),
-          lr: float = typer.Option(2e-4, "--lr"),
+          lr: float = typer.Option(2e-4, "--lr", help="AdamW learning rate (the backbone's is scaled by "
+                                   "--layer-decay)."),
           layer_decay: float = typer.Option(0.8, "--layer-decay", help="Backbone LR decay per block towards the "
                                             "input (1.0 for a backbone trained from scratch)."),
           groups: int = typer.Option(4, "--groups", help="Group-DETR query groups in training."),
           warmup: int = typer.Option(200, "--warmup", help="Linear warm-up steps."),
-          workers: int = typer.Option(1, "--workers"),
-          seed: int = typer.Option(0, "--seed"),
-          max_steps: Optional[int] = typer.Option(None, "--max-steps"),
+          workers: int = typer.Option(1, "--workers", help="Data-loading worker processes."),
+          seed: int = SeedOpt,
+          max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after this many steps (default: "
+                                                  "--epochs)."),
           backbone: Optional[Path] = typer.Option(None, "--backbone", help="DINOv2 weights for the ViT (torch-hub "
                                                                         "or Hugging Face file)."),
           resume: bool = typer.Option(False, "--resume", help="Continue from OUT/last.safetensors."),
@@ -168,7 +224,8 @@ def train(data: Path = typer.Option(..., "--data", help="COCO dataset folder (tr
           gam_every: Optional[int] = typer.Option(None, "--gam-every", help="Steps between GAM updates "
                                                   "(default: one epoch)."),
           fdr: bool = typer.Option(False, "--fdr", help="D-FINE FDR box head with FGL and GO-LSD (DDF) losses."),
-          save_rank_states: bool = typer.Option(False, "--save-rank-states", hidden=True)):
+          save_rank_states: bool = typer.Option(False, "--save-rank-states", hidden=True,
+                                                help="Tests: save every DDP rank's final state.")):
     """Train a weight-sharing supernet: every step samples one subnet of the space uniformly."""
     from .train.engine import TrainConfig, train as run_train
 
@@ -191,8 +248,8 @@ def eval_cmd(subnet: Optional[list[str]] = typer.Option(None, "--subnet", "-s", 
              checkpoint: Optional[Path] = CheckpointOpt,
              data: Optional[Path] = typer.Option(None, "--data", help="COCO dataset folder (its valid/ split); "
                                                  "default: the demo's synthetic val set."),
-             split: str = typer.Option("valid", "--split"),
-             batch_size: int = typer.Option(8, "--batch-size"),
+             split: str = typer.Option("valid", "--split", help="Split folder of the dataset to evaluate on."),
+             batch_size: int = typer.Option(8, "--batch-size", help="Images per forward pass."),
              as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
     """COCO AP (pycocotools) of subnets; with no checkpoint/data, the bundled demo supernet on its val set."""
     from .api import evaluate
@@ -223,11 +280,15 @@ def eval_cmd(subnet: Optional[list[str]] = typer.Option(None, "--subnet", "-s", 
 @app.command("compile")
 @user_errors
 def compile_cmd(subnet: str = typer.Option(..., "--subnet", "-s", help="Subnet id."),
-                target: Path = typer.Option(Path("targets/local_cpu.yaml"), "--target", "-t", help="Target YAML."),
+                target: str = TargetOpt,
                 output: Path = typer.Option(..., "-o", "--output", help="Artifact folder to write."),
                 checkpoint: Optional[Path] = CheckpointOpt, preset: Optional[str] = PresetOpt,
-                fp16: bool = typer.Option(False, "--fp16"), int8: bool = typer.Option(False, "--int8"),
-                bf16: bool = typer.Option(False, "--bf16"),
+                fp16: bool = typer.Option(False, "--fp16", help="Compile at fp16 (the target must list it; "
+                                          "default precision: fp32)."),
+                int8: bool = typer.Option(False, "--int8", help="Compile at int8, calibrated on the calibration "
+                                          "recipe's images (post-training quantization)."),
+                bf16: bool = typer.Option(False, "--bf16", help="Compile at bf16 (OpenVINO on CPUs with native bf16, "
+                                          "e.g. AVX512-BF16 / AMX)."),
                 calibration: Optional[Path] = typer.Option(None, "--calibration", help="Calibration recipe YAML "
                                                            "(default: the target's)."),
                 runtime: list[str] = typer.Option(["python"], "--runtime", help="Runtimes to write into the artifact: "
@@ -236,7 +297,8 @@ def compile_cmd(subnet: str = typer.Option(..., "--subnet", "-s", help="Subnet i
                                                             "control: revert layers to float until AP drops at "
                                                             "most this much (absolute) on the val set."),
                 data: Optional[Path] = typer.Option(None, "--data", help="COCO dataset whose valid/ split is the "
-                                                    "accuracy-control val set (default: demo val set).")):
+                                                    "accuracy-control val set (default: demo val set)."),
+                verbose: bool = VerboseOpt):
     """Compile one subnet for a target (fp32 by default) into a sealed artifact folder with its runtime module."""
     from .api import load_supernet
     from .data.demo import demo_checkpoint
@@ -258,8 +320,12 @@ def compile_cmd(subnet: str = typer.Option(..., "--subnet", "-s", help="Subnet i
             raise ConfigError("--max-ap-drop is accuracy-controlled int8 for OpenVINO targets (use with --int8)")
         options = {"accuracy_control": {"dataset": CocoDetection(data or demo_data(), "valid"),
                                         "max_ap_drop": max_ap_drop}}
-    art = compile_subnet(net, subnet, target, precision, output, calibration=calibration, runtime=runtimes,
-                         options=options)
+    with quiet_runtimes(verbose) as (_, err):
+        from rich.console import Console
+
+        with Console(file=err).status(f"compiling {subnet} for {target} ({precision})"):
+            art = compile_subnet(net, subnet, target, precision, output, calibration=calibration, runtime=runtimes,
+                                 options=options)
     diff = art.metadata.get("max_abs_diff_vs_torch")
     extra = f"; vs torch max abs diff {max(diff.values()):.1e}" if diff else ""
     typer.echo(f"wrote {art.dir} ({art.backend} {art.precision}, {len(art.files)} files sealed{extra})")
@@ -283,7 +349,7 @@ def runtime_build(artifact: Path = typer.Argument(..., help="Artifact folder (or
 
 @app.command()
 @user_errors
-def search(target: Path = typer.Option(Path("targets/local_cpu.yaml"), "--target", "-t", help="Target YAML."),
+def search(target: str = TargetOpt,
            output: Path = typer.Option(Path("runs/search/local_cpu"), "-o", "--output", help="Search folder."),
            checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="Supernet checkpoint "
                                                      "(default: the bundled demo supernet)."),
@@ -301,20 +367,23 @@ def search(target: Path = typer.Option(Path("targets/local_cpu.yaml"), "--target
                                                     "images only (faster, noisier)."),
            generations: int = typer.Option(6, "--generations", min=1, help="NSGA-II generations per round."),
            population: int = typer.Option(24, "--population", min=2, help="NSGA-II population."),
-           seed: int = typer.Option(0, "--seed"),
+           seed: int = typer.Option(0, "--seed", help="Seed of NSGA-II and of the initial design's tie-breaks."),
            runtime: list[str] = typer.Option(["python", "cpp"], "--runtime", help="Runtimes written for front "
-                                             "points (python, cpp; repeatable or comma list).")):
+                                             "points (python, cpp; repeatable or comma list)."),
+           verbose: bool = VerboseOpt):
     """Hardware-in-the-loop search: AP x measured latency on the target, Pareto front compiled with its runtime."""
     from rich.console import Console
 
     from .search import search as run_search
     from .search.report import front_table
 
+    with quiet_runtimes(verbose) as (out, _):
+        con = Console(width=140, file=out)
+        man = run_search(target, checkpoint=checkpoint, data=data, space=space, out=output,
+                         max_measurements=max_measurements, resume=resume, storage=storage, val_images=val_images,
+                         generations=generations, population=population, seed=seed, runtime=tuple(runtime),
+                         say=lambda m: con.print(m, highlight=False, markup=False))
     con = Console(width=140)
-    man = run_search(target, checkpoint=checkpoint, data=data, space=space, out=output,
-                     max_measurements=max_measurements, resume=resume, storage=storage, val_images=val_images,
-                     generations=generations, population=population, seed=seed, runtime=tuple(runtime),
-                     say=lambda m: con.print(m, highlight=False, markup=False))
     con.print(front_table(man))
     con.print(f"wrote {output}/manifest.json, pareto.png, report.html")
 
@@ -322,10 +391,10 @@ def search(target: Path = typer.Option(Path("targets/local_cpu.yaml"), "--target
 @app.command()
 @user_errors
 def bench(artifacts: list[Path] = typer.Argument(..., help="Artifact folder(s) from edgedet compile."),
-          target: Path = typer.Option(Path("targets/local_cpu.yaml"), "--target", "-t"),
+          target: str = TargetOpt,
           data: Optional[Path] = typer.Option(None, "--data", help="COCO dataset for AP (default: demo val set)."),
           no_ap: bool = typer.Option(False, "--no-ap", help="Latency only."),
-          as_json: bool = typer.Option(False, "--json")):
+          as_json: bool = typer.Option(False, "--json", help="Print JSON (every record with its conditions).")):
     """Benchmark artifacts on a target: format, precision, status, size, AP, p50/p90 ms (with their conditions)."""
     from .deploy import benchmark_artifact
 
@@ -370,7 +439,8 @@ def import_rfdetr_cmd(checkpoint: Path = typer.Argument(..., help="RF-DETR check
 
 @device_app.command("check")
 @user_errors
-def device_check(target: Path = typer.Argument(..., help="Target YAML, e.g. targets/jetson_orin.yaml."),
+def device_check(target: str = typer.Argument(..., help="Target YAML or shipped target name, e.g. "
+                                              "targets/my_orin.yaml or jetson_orin."),
                  as_json: bool = typer.Option(False, "--json", help="Print JSON.")):
     """Reach every device of a target: connection, device info, runtimes available, whether the target's backend
     can run there. Exit 1 when a device is unreachable or cannot run the backend."""
@@ -414,8 +484,29 @@ def device_report_lines(rep: dict) -> list[str]:
     return out
 
 
+def command():
+    """The click command behind `edgedet`, with on/off options shown as flags (no `<bool>` type column)."""
+    cmd = typer.main.get_command(app)
+
+    def flag(p):
+        if p is not None and getattr(p, "is_flag", False) and p.metavar is None:
+            p.metavar = ""
+        return p
+
+    def polish(c):
+        for p in c.params:
+            flag(p)
+        get_help = c.get_help_option
+        c.get_help_option = lambda ctx: flag(get_help(ctx))
+        for sub in getattr(c, "commands", {}).values():
+            polish(sub)
+
+    polish(cmd)
+    return cmd
+
+
 def main() -> None:
-    app(prog_name="edgedet")
+    command()(prog_name="edgedet")
 
 
 if __name__ == "__main__":

@@ -398,8 +398,35 @@ class CalibrationRecipe(_Strict):
     preprocessing: Literal["stretch_bilinear"] = "stretch_bilinear"
 
 
+# targets/, search/ and calibration/ shipped with edgedet (next to the package in a source checkout)
+SHIPPED_DIR = Path(__file__).resolve().parent.parent
+
+
+def resolve_target(value: Path | str) -> Path:
+    """The target file for a command-line value: a path to a YAML file, or the bare name of a target
+    (`local_cpu`, `jetson_orin.yaml`) looked up in ./targets, then in the targets shipped with edgedet, so the
+    shipped targets work from any working directory. Raises ConfigError naming what was looked for."""
+    p = Path(value)
+    if p.is_file():
+        return p
+    if len(p.parts) == 1 and p.suffix in ("", ".yaml", ".yml"):
+        name = p.stem if p.suffix else p.name
+        where = [Path("targets"), SHIPPED_DIR / "targets"]
+        for d in where:
+            for ext in (".yaml", ".yml"):
+                if (d / f"{name}{ext}").is_file():
+                    return d / f"{name}{ext}"
+        shipped = sorted(q.stem for q in (SHIPPED_DIR / "targets").glob("*.yaml"))
+        raise ConfigError(f"{value}: no such target file, and no target named {name!r} in ./targets or the shipped "
+                          f"targets ({', '.join(shipped) or 'none found'})")
+    if p.is_dir():
+        raise ConfigError(f"{value}: is a folder, not a target YAML file")
+    raise ConfigError(f"{value}: file not found")
+
+
 def load_target(path: Path | str) -> TargetSpec:
-    return load_model(path, TargetSpec)
+    """A target from a YAML file or a shipped target's name (see resolve_target)."""
+    return load_model(resolve_target(path), TargetSpec)
 
 
 def load_calibration(path: Path | str) -> CalibrationRecipe:

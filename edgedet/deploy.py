@@ -10,14 +10,15 @@ import numpy as np
 
 from .backends import get_backend
 from .backends.base import Artifact, Unsupported
-from .config import SubnetConfig, TargetSpec, load_calibration, load_target
+from .config import SubnetConfig, TargetSpec, load_calibration, load_target, resolve_target
 from .errors import ConfigError
 
 
 def _target(target: TargetSpec | str | Path) -> tuple[TargetSpec, Path | None]:
     if isinstance(target, TargetSpec):
         return target, None
-    return load_target(target), Path(target).resolve().parent
+    path = resolve_target(target)
+    return load_target(path), path.resolve().parent
 
 
 def runtime_options(t: TargetSpec) -> dict:

@@ -44,7 +44,7 @@ def test_export_from_checkpoint(tiny_net, tmp_path):
     (["export", "--preset", "tiny", "-s", "!!", "-o", "x.onnx"], "invalid subnet id"),
     (["export", "--preset", "nope", "-s", "p16-r384-w2-d3-q100", "-o", "x.onnx"], "unknown preset"),
     (["export", "-c", "missing.safetensors", "-s", "p16-r384-w2-d3-q100", "-o", "x.onnx"], "not found"),
-    (["info"], "exactly one of"),
+    (["info", "--preset", "tiny", "-c", "x.safetensors"], "at most one of"),
 ])
 def test_bad_input_exits_2_with_one_line(args, needle, tmp_path):
     p = subprocess.run([sys.executable, "-m", "edgedet.cli", *args], capture_output=True, text=True, cwd=tmp_path)

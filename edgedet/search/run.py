@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 
 from ..backends.base import Artifact, Unsupported, sha256
-from ..config import SubnetConfig, TargetSpec, load_space, load_target
+from ..config import SubnetConfig, TargetSpec, load_space, load_target, resolve_target
 from ..errors import ConfigError, EdgedetError
 from .pareto import dominates, front, hypervolume
 from .space import Candidate, candidates, features
@@ -394,7 +394,7 @@ def search(target: str | Path, checkpoint: str | Path | None = None, data: str |
 
     t0 = time.time()
     runtime = check_runtimes(runtime)
-    tpath = Path(target)
+    tpath = resolve_target(target)
     t = load_target(tpath)
     out = Path(out)
     db = out / "search.db"
