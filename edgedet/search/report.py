@@ -3,16 +3,15 @@ rendered, sealed), manifest.json, pareto.png, report.html and the table printed 
 from __future__ import annotations
 
 import datetime as dt
-import html
 import json
 import platform
 import shutil
-from pathlib import Path
 
 from ..backends.base import Artifact
 from ..checkpoint import atomic_write
 from ..config import FrontPoint, Manifest, ManifestArtifact, MeasuredPoint
 from .pareto import front
+from .view import plot_pareto, write_html
 
 
 def _versions(backend: str, runtime_version: str) -> dict:
@@ -113,64 +112,6 @@ def finish(ctx, ests, meta: dict) -> dict:
     plot_pareto(data, out / "pareto.png")
     write_html(data, out / "report.html")
     return data
-
-
-def plot_pareto(man: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    pct = man["objectives"]["latency"]
-    fig, ax = plt.subplots(figsize=(7.5, 5), dpi=110)
-    pr = man["predicted"]
-    if pr:
-        ax.scatter([p["latency_ms"] for p in pr], [p["ap"] for p in pr], s=10, c="#bbbbbb", label="predicted")
-    ok = [p for p in man["points"] if p["status"] == "ok"]
-    for prec, mk in (("fp32", "o"), ("fp16", "s"), ("bf16", "D"), ("int8", "^")):
-        pts = [p for p in ok if p["precision"] == prec]
-        if pts:
-            ax.scatter([p["latency_ms"] for p in pts], [p["ap"]["AP"] for p in pts], s=28, marker=mk,
-                       label=f"measured {prec}", edgecolors="k", linewidths=0.4)
-    f = man["front"]
-    if f:
-        ax.step([p["latency_ms"] for p in f], [p["ap"]["AP"] for p in f], where="post", c="crimson", lw=1.5,
-                label="front (measured, AP of the artifact)")
-    b = man["objectives"]["budget_ms"]
-    if b:
-        ax.axvline(b, ls="--", c="k", lw=1, label=f"budget {b:g} ms")
-    ax.set_xlabel(f"latency {pct} on {man['target']['name']}")
-    ax.set_ylabel("AP")
-    ax.set_title(f"edgedet search: {man['checkpoint']['supernet']} on {man['target']['name']}")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-    plt.close(fig)
-
-
-def write_html(man: dict, path: Path) -> None:
-    e = html.escape
-    rows = "".join(
-        f"<tr><td>{e(p['id'])}</td><td>{p['latency_ms']:.2f}</td><td>{p['ap']['AP']:.3f}</td>"
-        f"<td>{p['ap']['AP50']:.3f}</td><td>{p['gflops']}</td><td>{e(p['artifact']['dir'])}</td></tr>"
-        for p in man["front"])
-    s = man["search"]
-    text = f"""<!doctype html><html><head><meta charset="utf-8"><title>edgedet search {e(man['target']['name'])}</title>
-<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}td,th{{padding:2px 8px;text-align:right}}
-table{{border-collapse:collapse}}tr:nth-child(even){{background:#f4f4f4}}</style></head><body>
-<h1>edgedet search: {e(man['checkpoint']['supernet'])} on {e(man['target']['name'])}</h1>
-<p>{s['candidates']} candidates, {s['measured']} measured ({100 * s['measured'] / max(s['candidates'], 1):.1f}%),
-{s['rounds']} rounds, stopped: {e(s['stopped'])}, {s['wall_s']:.0f} s. Device: {e(str(man['device'].get('cpu', '')))},
-{e(man['software']['runtime']['name'])} {e(str(man['software']['runtime']['version']))}.
-Latency: {e(man['objectives']['latency'])}, budget {man['objectives']['budget_ms']} ms; AP on {man['dataset']['images']}
-images of {e(man['dataset']['path'])}.</p>
-<img src="pareto.png" alt="Pareto plot">
-<h2>Front (measured; AP from each compiled artifact)</h2>
-<table><tr><th>point</th><th>latency ms</th><th>AP</th><th>AP50</th><th>GFLOPs</th><th>artifact</th></tr>{rows}</table>
-<p>Full data: <a href="manifest.json">manifest.json</a>.</p></body></html>
-"""
-    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def front_table(man: dict):
