@@ -120,8 +120,8 @@ def _fmt(v, nd=3) -> str:
 def _table(cols: list[str], rows: list[list[str]], sortable: bool = False, tid: str = "") -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
-    cls = ' class="sortable"' if sortable else ""
-    return f'<table{cls} id="{tid}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+    attrs = (' class="sortable"' if sortable else "") + (f' id="{tid}"' if tid else "")
+    return f"<table{attrs}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def trust_lines(man: dict) -> list[str]:
