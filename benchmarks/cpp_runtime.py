@@ -9,13 +9,12 @@ all of them), reporting the median over rounds of each p50/p90:
   C++ detect      edgedet_example --time: detect() on a 320x320 demo val image
   C++ infer       the same process, interleaved with detect(): InferRequest::infer() alone (the raw inference)
   Python infer    edgedet's OpenVINO runner (openvino.InferRequest.infer) on the preprocessed tensor
-  Python runtime  runtime/python/edgedet_runtime.py Detector.detect() on the same image (numpy pre/post)
+  Python runtime  runtime/python/edgedet_runtime Detector.detect() on the same image (numpy pre/post)
   benchmark_app   OpenVINO's own tool on the same IR (1 stream, sync, f32, same threads), median
 """
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import platform
@@ -38,6 +37,7 @@ from edgedet.deploy import compile_subnet
 from edgedet.profiler import measure
 from edgedet.runtime.core import preprocess
 from edgedet.runtime.cpp import build_cpp, example_path
+from edgedet.runtime.render import import_python_runtime
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from backends import benchmark_app_p50  # noqa: E402
@@ -50,13 +50,6 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def load_module(path: Path):
-    spec = importlib.util.spec_from_file_location("edgedet_runtime_bench", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def bench_subnet(net, subnet: str, rgb: np.ndarray, ppm: Path, work: Path, threads: int, runs: int,
                  rounds: int) -> dict:
     t = TargetSpec(name="cpu_openvino", backend="openvino", precisions=["fp32"],
@@ -65,7 +58,7 @@ def bench_subnet(net, subnet: str, rgb: np.ndarray, ppm: Path, work: Path, threa
     exe = example_path(build_cpp(art.dir, jobs=2))
     runner = get_backend("openvino").load(art, t.runtime.model_dump())
     x = preprocess(rgb, art.resolution)
-    det = load_module(art.dir / "runtime" / "python" / "edgedet_runtime.py").Detector(threads=threads)
+    det = import_python_runtime(art.dir).Detector(threads=threads)
     rows: dict[str, list[tuple[float, float]]] = {k: [] for k in ("cpp_detect", "cpp_infer", "py_infer", "py_runtime")}
     extra: list[dict] = []
     for _ in range(rounds):

@@ -249,13 +249,17 @@ def compile_cmd(subnet: str = typer.Option(..., "--subnet", "-s", help="Subnet i
     net = load_supernet(checkpoint or (None if preset else demo_checkpoint()), preset)
     options = None
     if max_ap_drop is not None:
+        from .backends import BACKEND_NAMES, capabilities
         from .config import load_target
         from .data.coco import CocoDetection
         from .data.demo import demo_data
         from .errors import ConfigError
 
-        if load_target(target).backend != "openvino" or precision != "int8":
-            raise ConfigError("--max-ap-drop is accuracy-controlled int8 for OpenVINO targets (use with --int8)")
+        backend = load_target(target).backend
+        if not capabilities(backend).accuracy_control or precision != "int8":
+            able = ", ".join(b for b in BACKEND_NAMES if capabilities(b).accuracy_control)
+            raise ConfigError(f"--max-ap-drop is accuracy-controlled int8 (use with --int8) for backends {able}; "
+                              f"this target runs {backend}")
         options = {"accuracy_control": {"dataset": CocoDetection(data or demo_data(), "valid"),
                                         "max_ap_drop": max_ap_drop}}
     art = compile_subnet(net, subnet, target, precision, output, calibration=calibration, runtime=runtimes,

@@ -12,6 +12,7 @@ from .backends import get_backend
 from .backends.base import Artifact, Unsupported
 from .config import SubnetConfig, TargetSpec, load_calibration, load_target
 from .errors import ConfigError
+from .runtime import runners
 
 
 def _target(target: TargetSpec | str | Path) -> tuple[TargetSpec, Path | None]:
@@ -21,7 +22,8 @@ def _target(target: TargetSpec | str | Path) -> tuple[TargetSpec, Path | None]:
 
 
 def runtime_options(t: TargetSpec) -> dict:
-    return t.runtime.model_dump()
+    """The target's runtime options as the runners take them (runtime/runners.py)."""
+    return dict(t.runtime.model_dump(), batch=t.benchmark.batch)
 
 
 def resolve_recipe(t: TargetSpec, base: Path | None, calibration: str | Path | None):
@@ -70,9 +72,10 @@ def compile_subnet(net, subnet: SubnetConfig | str, target: TargetSpec | str | P
                    calibration: str | Path | None = None, runtime: tuple[str, ...] = ("python",),
                    options: dict | None = None) -> Artifact:
     """Export `subnet` of `net`, compile it for the target's backend at `precision` into `out`, write the runtimes
-    (`runtime`: "python" -> runtime/python/edgedet_runtime.py, "cpp" -> the CMake project runtime/cpp), and seal the
-    folder (sha256 of every file, runtimes included, in artifact.json). Raises Unsupported for what the backend
-    cannot do; a runtime a backend lacks is recorded as 'unsupported: ...' in metadata["runtimes"]."""
+    (`runtime`: "python" -> the package runtime/python/edgedet_runtime, "cpp" -> the CMake project runtime/cpp), and
+    seal the folder (sha256 of every file, runtimes included, in artifact.json). artifact.json records the target's
+    runtime options (runtime_options), which every runtime applies by default. Raises Unsupported for what the
+    backend cannot do; a runtime a backend lacks is recorded as 'unsupported: ...' in metadata["runtimes"]."""
     from .calibration import calibration_fn
     from .model.export import export_onnx
 
@@ -93,13 +96,18 @@ def compile_subnet(net, subnet: SubnetConfig | str, target: TargetSpec | str | P
     meta = {"subnet": s.id, "resolution": s.resolution, "num_classes": net.cfg.num_classes,
             "class_names": net.cfg.class_names, "target": t.name, "supernet": net.cfg.name,
             "calibration": recipe.model_dump() if calib else None}
-    opts = dict(runtime_options(t), torch_module=module, batch=t.benchmark.batch, **(options or {}))
+    opts = dict(runtime_options(t), torch_module=module, **(options or {}))
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = Path(tmp) / "model.onnx"
         export_onnx(module, onnx_path, class_names=net.cfg.class_names)
         art = backend.compile(onnx_path, precision, Path(out), calib, opts, meta)
     art.metadata["compile_s"] = round(time.perf_counter() - t0, 2)
+    # what every runtime applies by default: the options this target measures the artifact with
+    try:
+        art.runtime_options = runners.runtime_options(art.backend, opts)
+    except ValueError as e:
+        raise ConfigError(f"target {t.name}: runtime options: {e}") from None
     art.metadata["runtimes"] = render_runtimes(art, runtime)
     if precision == "fp32" and caps.runs_on_host:  # the fp32 artifact must match torch
         runner = backend.load(art, opts)

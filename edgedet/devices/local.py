@@ -7,12 +7,9 @@ import numpy as np
 from ..backends import get_backend
 from ..backends.base import Artifact, Unsupported
 from ..config import TargetSpec
+from ..deploy import runtime_options
 from ..profiler import LatencyRecord, device_info, measure
 from .base import Device
-
-
-def runtime_options(t: TargetSpec) -> dict:
-    return t.runtime.model_dump()
 
 
 class LocalDevice(Device):

@@ -16,7 +16,9 @@ Safety and failure rules:
     entries for one machine with different workdirs are two measuring slots on it (`edgedet device check` warns).
 
 Remote layout (WORKDIR relative to the login's home unless absolute; a leading ~/ means the home):
-    WORKDIR/agent-<sha12>.py               this agent (named by its content: edgedet versions can share a workdir)
+    WORKDIR/agent-<sha12>/agent.py         the agent and the runner module it runs artifacts with (the folder is named
+    WORKDIR/agent-<sha12>/runners.py       by their content, so edgedet versions can share a workdir; the agent checks
+                                           runners.py against the sha256 passed on its command line)
     WORKDIR/artifacts/<sha16>/...          an artifact's files (<sha16>: sha256 of its artifact.json)
     WORKDIR/.lock                          the measurement lock
 """
@@ -48,6 +50,7 @@ except ImportError:  # pragma: no cover - the `ssh` extra
     raise MissingExtraError("asyncssh", "ssh", "devices over SSH") from None
 
 AGENT = Path(__file__).with_name("agent.py")
+RUNNERS = Path(__file__).resolve().parents[1] / "runtime" / "runners.py"
 CONNECT_TRIES = 3  # connection attempts, waiting BACKOFF_S, 2 * BACKOFF_S, ... between them
 BACKOFF_S = 0.5
 KEEPALIVE_S = 5.0  # a silently vanished device (Wi-Fi gone) is noticed after about 3 keepalives
@@ -154,7 +157,10 @@ class SSHDevice(Device):
         self.key_path = Path(os.path.expanduser(host.key)) if host.key else None
         self.connect_tries, self.backoff_s = connect_tries, backoff_s
         self.lock_path = posixpath.join(self.workdir, ".lock")
-        self.agent_path = posixpath.join(self.workdir, f"agent-{sha256(AGENT)[:12]}.py")
+        self.runners_sha256 = sha256(RUNNERS)
+        tag = hashlib.sha256((sha256(AGENT) + self.runners_sha256).encode()).hexdigest()[:12]
+        self.agent_dir = posixpath.join(self.workdir, f"agent-{tag}")
+        self.agent_path = posixpath.join(self.agent_dir, "agent.py")
         self._conn = None
         self._conn_guard = threading.Lock()
         self._ready: set[str] = set()  # artifacts verified on the device over the current connection
@@ -201,7 +207,8 @@ class SSHDevice(Device):
                               f"(add the public key to ~{h.user}/.ssh/authorized_keys there)") from None
         try:  # once per connection: the workdir and the agent (atomically replaced: other runs may be using it)
             async with conn.start_sftp_client() as sftp:
-                await sftp.makedirs(self.workdir, exist_ok=True)
+                await sftp.makedirs(self.agent_dir, exist_ok=True)
+                await self._put(sftp, RUNNERS, posixpath.join(self.agent_dir, "runners.py"))
                 await self._put(sftp, AGENT, self.agent_path)
         except asyncssh.SFTPConnectionLost:
             conn.close()
@@ -305,7 +312,8 @@ class SSHDevice(Device):
         'unsupported: ...' is raised as Unsupported, 'error: ...' and anything unparsable as DeviceError."""
         what = what or command
         t = self.host.command_timeout_s
-        argv = [self.host.python, self.agent_path, command, *args, "--request", "-", "--deadline-s", f"{t:g}"]
+        argv = [self.host.python, self.agent_path, command, *args, "--request", "-", "--deadline-s", f"{t:g}",
+                f"--runners-sha256={self.runners_sha256}"]
         grace = min(5.0, max(0.5, 0.25 * t))  # the agent's own alarm fires first
         r = self._call(what, lambda conn: self._exec(conn, argv, json.dumps(request), t + grace), t)
         lines = (r.stdout or "").strip().splitlines()

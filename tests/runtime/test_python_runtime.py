@@ -84,3 +84,18 @@ def test_fresh_venv_with_only_numpy_and_onnxruntime(artifact, tmp_path):
                          cwd=artifact.dir / "runtime" / "python", capture_output=True, text=True, env=env)
     assert run.returncode == 0, run.stderr
     _check(run.stdout.splitlines(), _expected(artifact, img, 0.0))
+
+
+def test_runtime_applies_the_recorded_options_and_threads_override(tiny_net, tmp_path):
+    """artifact.json records the target's runtime options; the shipped runtime applies them (read back from the
+    session), and threads=N overrides only the thread count."""
+    from edgedet.runtime.render import import_python_runtime
+
+    t = TargetSpec(name="cpu", backend="onnxruntime", precisions=["fp32"], runtime={"threads": 1})
+    art = compile_subnet(tiny_net, SUB, t, "fp32", tmp_path / "a")
+    assert json.loads((art.dir / "artifact.json").read_text())["runtime_options"] == {"threads": 1}
+    rt = import_python_runtime(art.dir)
+    s = rt.Detector().info()["settings"]
+    assert s == {"execution_mode": "ORT_SEQUENTIAL", "intra_op_num_threads": 1, "inter_op_num_threads": 1,
+                 "log_severity_level": 3}
+    assert rt.Detector(threads=2).info()["settings"] == dict(s, intra_op_num_threads=2)

@@ -80,7 +80,9 @@ Detector::Detector(const std::string& artifact_dir, const Options& options) : im
     Impl& m = *impl_;
     m.threshold = options.threshold < 0 ? config::kThreshold : options.threshold;
     m.topk = options.topk == 0 ? config::kTopK : options.topk;
-    m.engine = make_engine(model, options);
+    Options effective = options;  // the artifact's recorded thread count unless the caller sets one
+    if (effective.threads == 0) effective.threads = config::kThreads;
+    m.engine = make_engine(model, effective);
     for (int v = 0; v < 256; ++v) m.to_unit[v] = static_cast<float>(v) / 255.0f;
     m.order.resize(static_cast<size_t>(config::kNumQueries) * config::kNumClasses);
     m.out.reserve(std::min<size_t>(m.topk, m.order.size()));
@@ -178,6 +180,7 @@ const std::vector<Detection>& Detector::postprocess(int width, int height) {
         d.score = score;
         d.label = f % c;
         d.query = q;
+        d.category_id = config::kHasCategoryIds ? config::kCategoryIds[d.label] : -1;
         m.out.push_back(d);
     }
     return m.out;
@@ -198,10 +201,11 @@ int Detector::num_classes() const { return config::kNumClasses; }
 float Detector::threshold() const { return impl().threshold; }
 int Detector::topk() const { return impl().topk; }
 
-const char* Detector::class_name(int label) const {
-    return label >= 0 && label < config::kNumClassNames ? config::kClassNames[label] : "";
+std::string_view Detector::class_name(int label) const {
+    return label >= 0 && label < config::kNumClassNames ? config::kClassNames[label] : std::string_view();
 }
 
 std::string Detector::backend_info() const { return impl().engine->info(); }
+std::string Detector::settings() const { return impl().engine->settings(); }
 
 }  // namespace edgedet
