@@ -236,7 +236,10 @@ def compile_cmd(subnet: str = typer.Option(..., "--subnet", "-s", help="Subnet i
                                                             "control: revert layers to float until AP drops at "
                                                             "most this much (absolute) on the val set."),
                 data: Optional[Path] = typer.Option(None, "--data", help="COCO dataset whose valid/ split is the "
-                                                    "accuracy-control val set (default: demo val set).")):
+                                                    "accuracy-control val set (default: demo val set)."),
+                overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUTPUT whatever it holds (without "
+                                               "it, OUTPUT must be absent, empty or an earlier artifact of this "
+                                               "same compile).")):
     """Compile one subnet for a target (fp32 by default) into a sealed artifact folder with its runtime module."""
     from .api import load_supernet
     from .data.demo import demo_checkpoint
@@ -263,7 +266,7 @@ def compile_cmd(subnet: str = typer.Option(..., "--subnet", "-s", help="Subnet i
         options = {"accuracy_control": {"dataset": CocoDetection(data or demo_data(), "valid"),
                                         "max_ap_drop": max_ap_drop}}
     art = compile_subnet(net, subnet, target, precision, output, calibration=calibration, runtime=runtimes,
-                         options=options)
+                         options=options, overwrite=overwrite)
     diff = art.metadata.get("max_abs_diff_vs_torch")
     extra = f"; vs torch max abs diff {max(diff.values()):.1e}" if diff else ""
     typer.echo(f"wrote {art.dir} ({art.backend} {art.precision}, {len(art.files)} files sealed{extra})")
@@ -330,26 +333,41 @@ def bench(artifacts: list[Path] = typer.Argument(..., help="Artifact folder(s) f
           data: Optional[Path] = typer.Option(None, "--data", help="COCO dataset for AP (default: demo val set)."),
           no_ap: bool = typer.Option(False, "--no-ap", help="Latency only."),
           as_json: bool = typer.Option(False, "--json")):
-    """Benchmark artifacts on a target: format, precision, status, size, AP, p50/p90 ms (with their conditions)."""
+    """Benchmark artifacts on a target: format, precision, status, size, AP, p50/p90 ms (with their conditions).
+    Exit 2 for a bad target or artifact (checked before anything is measured), 1 when a device failed."""
+    from .backends.base import Artifact
+    from .config import load_target
     from .deploy import benchmark_artifact
+    from .errors import ConfigError
 
-    rows = [benchmark_artifact(a, target, data, with_ap=not no_ap) for a in artifacts]
+    t = load_target(target)
+    arts = [Artifact.open(a) for a in artifacts]
+    for a in arts:
+        changed = a.verify()
+        if changed:
+            raise ConfigError(f"artifact {a.dir}: files changed since compile: {', '.join(changed[:5])}")
+        if a.backend != t.backend:
+            raise ConfigError(f"artifact {a.dir} is for {a.backend}, target {t.name} runs {t.backend}")
+    rows = [benchmark_artifact(a, t, data, with_ap=not no_ap) for a in arts]
+    failed = [r for r in rows if r["status"].startswith("error: ")]
     if as_json:
         typer.echo(json.dumps(rows, indent=1))
+        _device_failures(failed)
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    t = Table(title=f"benchmark on {target}")
+    table = Table(title=f"benchmark on {escape(str(target))}")
     for col in ("artifact", "format", "precision", "status", "size MB", "AP", "AP50", "p50 ms", "p90 ms"):
-        t.add_column(col)
-    for r in rows:
+        table.add_column(col)
+    for r in rows:  # device answers are plain text: no Rich markup from them
         lat, ap = r["latency"] or {}, r["ap"] or {}
-        t.add_row(Path(r["artifact"]).name, r["format"], r["precision"], r["status"], f"{r['size_mb']:.1f}",
-                  f"{ap['AP']:.3f}" if ap else "-", f"{ap['AP50']:.3f}" if ap else "-",
-                  f"{lat['p50_ms']:.2f}" if lat else "-", f"{lat['p90_ms']:.2f}" if lat else "-")
+        table.add_row(escape(Path(r["artifact"]).name), r["format"], r["precision"], escape(r["status"]),
+                      f"{r['size_mb']:.1f}", f"{ap['AP']:.3f}" if ap else "-", f"{ap['AP50']:.3f}" if ap else "-",
+                      f"{lat['p50_ms']:.2f}" if lat else "-", f"{lat['p90_ms']:.2f}" if lat else "-")
     con = Console(width=140)
-    con.print(t)
+    con.print(table)
     for r in rows:
         if r["latency"]:
             lat = r["latency"]
@@ -357,7 +375,17 @@ def bench(artifacts: list[Path] = typer.Argument(..., help="Artifact folder(s) f
             con.print(f"{Path(r['artifact']).name}: {rt.get('runtime')} {rt.get('runtime_version')}, precision in "
                       f"effect {rt.get('inference_precision', rt.get('precision'))}, threads {rt.get('threads')}, "
                       f"batch {lat['batch']}, warm-up {lat['warmup']}, runs {lat['runs']}, spread {lat['spread']:.2f}"
-                      + (" [NOISY]" if lat["noisy"] else "") + f", cpu {lat['device'].get('cpu')}")
+                      + (" [NOISY]" if lat["noisy"] else "") + f", cpu {lat['device'].get('cpu')}",
+                      markup=False, highlight=False)
+    _device_failures(failed)
+
+
+def _device_failures(rows: list[dict]) -> None:
+    """One stderr line per artifact whose device failed (at most 3), then exit code 1."""
+    for r in rows[:3]:
+        typer.echo(f"error: {Path(r['artifact']).name}: {r['status'].removeprefix('error: ')}", err=True)
+    if rows:
+        raise typer.Exit(1)
 
 
 @import_app.command("rfdetr")

@@ -85,7 +85,11 @@ class Artifact:
             d = runners.read_artifact(str(folder))
         except runners.ArtifactError as e:
             raise ConfigError(str(e)) from None
-        return cls(dir=Path(folder), **d)
+        art = cls(dir=Path(folder), **d)
+        from . import get_backend
+
+        get_backend(art.backend).check_artifact(art)
+        return art
 
 
 CalibrationData = Callable[[int], Iterable[np.ndarray]]  # resolution -> batches float32 [1,3,R,R]
@@ -117,6 +121,9 @@ class Backend:
     def available(self) -> str | None:
         """None when the runtime can be used here, else the reason."""
         return None
+
+    def check_artifact(self, artifact: Artifact) -> None:
+        """Backend-specific checks of an opened artifact before anything of it runs (ConfigError); default none."""
 
     def compile(self, onnx_path: Path, precision: str, out_dir: Path, calibration: CalibrationData | None,
                 options: dict, metadata: dict) -> Artifact:

@@ -195,11 +195,12 @@ def main(argv=None) -> int:
     ap.add_argument("images", nargs="+")
     ap.add_argument("--artifact", default=None, help="artifact folder (default: the one this runtime is in)")
     ap.add_argument("--threshold", type=float, default=None)
+    ap.add_argument("--topk", type=int, default=None, help="at most this many detections per image (default 100)")
     ap.add_argument("--threads", type=int, default=None, help="override the recorded thread count")
     ap.add_argument("--info", action="store_true", help="print the runtime settings in effect first")
     a = ap.parse_args(argv)
     try:
-        det = Detector(a.artifact, threads=a.threads, threshold=a.threshold)
+        det = Detector(a.artifact, threads=a.threads, threshold=a.threshold, topk=a.topk)
         if a.info:
             print(json.dumps({"info": det.info()}))
         for path in a.images:

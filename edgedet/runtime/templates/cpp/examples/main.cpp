@@ -1,6 +1,6 @@
 // edgedet C++ runtime example: detections in image files (binary PPM, P6), a timing mode and self-checks.
 //
-//   edgedet_example [--artifact DIR] [--threshold T] [--threads N] IMAGE.ppm...   JSON line per detection
+//   edgedet_example [--artifact DIR] [--threshold T] [--topk K] [--threads N] IMAGE.ppm...   JSON line per detection
 //   edgedet_example --info IMAGE.ppm...                    first a line with the runtime settings in effect
 //   edgedet_example --time 200 [--warmup 20] IMAGE.ppm     p50/p90 of detect() and of inference alone (ms)
 //   edgedet_example --instances 2 IMAGE.ppm...             one Detector per thread, same detections as one
@@ -355,7 +355,7 @@ void dump(const edgedet::Detector& det, const std::string& dir) {
 
 int usage() {
     std::fprintf(stderr,
-                 "usage: edgedet_example [--artifact DIR] [--threshold T] [--threads N] [--info] [--time RUNS] "
+                 "usage: edgedet_example [--artifact DIR] [--threshold T] [--topk K] [--threads N] [--info] [--time RUNS] "
                  "[--warmup N] [--instances K] [--repeat N] [--selftest] [--dump DIR] IMAGE.ppm...\n"
                  "%s on %s (%s), %d x %d input; artifact default: %s\n",
                  edgedet::config::kSubnet, edgedet::config::kBackend, edgedet::config::kPrecision,
@@ -383,6 +383,7 @@ int main(int argc, char** argv) {
         if (a == "--artifact") dir = value();
         else if (a == "--threshold") opt.threshold = float(std::atof(value()));
         else if (a == "--threads") opt.threads = std::atoi(value());
+        else if (a == "--topk") opt.topk = std::atoi(value());
         else if (a == "--device") opt.device = value();
         else if (a == "--time") time_runs = std::atoi(value());
         else if (a == "--warmup") warmup = std::atoi(value());
