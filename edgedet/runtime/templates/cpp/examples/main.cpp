@@ -355,8 +355,8 @@ void dump(const edgedet::Detector& det, const std::string& dir) {
 
 int usage() {
     std::fprintf(stderr,
-                 "usage: edgedet_example [--artifact DIR] [--threshold T] [--topk K] [--threads N] [--info] [--time RUNS] "
-                 "[--warmup N] [--instances K] [--repeat N] [--selftest] [--dump DIR] IMAGE.ppm...\n"
+                 "usage: edgedet_example [--artifact DIR] [--threshold T] [--topk K] [--threads N] [--info] "
+                 "[--time RUNS] [--warmup N] [--instances K] [--repeat N] [--selftest] [--dump DIR] IMAGE.ppm...\n"
                  "%s on %s (%s), %d x %d input; artifact default: %s\n",
                  edgedet::config::kSubnet, edgedet::config::kBackend, edgedet::config::kPrecision,
                  edgedet::config::kResolution, edgedet::config::kResolution, EDGEDET_DEFAULT_ARTIFACT);
