@@ -16,6 +16,8 @@ stderr. Exit code 0 for ok and unsupported, 1 for errors.
                              "-" for stdin): {"missing": [...], "mismatch": [...]}
   bench --artifact D         time the artifact (artifact.json names the runtime: onnxruntime, openvino, tflite,
                              tensorrt) with the target's settings from --request: {"record": {LatencyRecord fields}}
+  probe --artifact D         load it as bench does and run it once on the bench input: {"runtime": runner.info(),
+                             "outputs": {"boxes": sha256, "logits": sha256}} (of the float32 output bytes)
   build-trt --artifact D     build model.engine on the device with D/build_engine.py (TensorRT artifacts)
 
 bench and build-trt hold an exclusive lock (fcntl.flock on --lock, default D/../../.lock = WORKDIR/.lock) while they
@@ -370,6 +372,18 @@ def cmd_bench(args, req) -> dict:
     return {"record": rec}
 
 
+def cmd_probe(args, req) -> dict:
+    r = runners(args.runners_sha256)
+    art = r.read_artifact(args.artifact)
+    r.import_runtime(art["backend"], " on the device")
+    options = dict(req.get("runtime") or {}, batch=int(req.get("batch", 1)))
+    with DeviceLock(_lock_path(args), float(req.get("lock_timeout_s", 600))):
+        runner = r.load(args.artifact, art, options)
+        outs = runner.infer(_bench_input(r, args.artifact, art, int(req.get("batch", 1))))
+    digest = lambda a: hashlib.sha256(r.np.ascontiguousarray(a, r.np.float32).tobytes()).hexdigest()  # noqa: E731
+    return {"runtime": runner.info(), "outputs": {"boxes": digest(outs[0]), "logits": digest(outs[1])}}
+
+
 def cmd_build_trt(args, req) -> dict:
     r = runners(args.runners_sha256)
     r.read_artifact(args.artifact)
@@ -396,7 +410,8 @@ def cmd_build_trt(args, req) -> dict:
     return {"build": rep, "cached": False}
 
 
-COMMANDS = {"info": cmd_info, "check": cmd_check, "verify": cmd_verify, "bench": cmd_bench, "build-trt": cmd_build_trt}
+COMMANDS = {"info": cmd_info, "check": cmd_check, "verify": cmd_verify, "bench": cmd_bench, "probe": cmd_probe,
+            "build-trt": cmd_build_trt}
 
 
 def parse_args(argv=None):
@@ -425,7 +440,7 @@ def main(argv=None) -> int:
             req = json.loads(sys.stdin.read() or "{}")
         else:
             req = json.loads(args.request) if args.request else {}
-        if args.command in ("bench", "build-trt") and not args.artifact:
+        if args.command in ("bench", "probe", "build-trt") and not args.artifact:
             raise ValueError("--artifact is required")
         if args.command == "verify" and not args.dir:
             raise ValueError("--dir is required")

@@ -457,6 +457,17 @@ class SSHDevice(Device):
             self._built[aid] = replies.mapping(res, "build", f"{self.address}: {what}")
         return self._built[aid]
 
+    def probe(self, artifact: Artifact, target: TargetSpec) -> dict:
+        """The agent's runner loaded with the target's options and run once on the bench input (seeded noise):
+        {"runtime": its info() with the settings in effect, "outputs": sha256 of the float32 boxes / logits}."""
+        self.prepare(artifact, target)
+        what = f"probe of {artifact.dir.name}"
+        with self.lock:
+            res = self._agent("probe", [f"--artifact={self.remote_dir(artifact)}", f"--lock={self.lock_path}"],
+                              self._request(target), what)
+        where = f"{self.address}: {what}"
+        return {"runtime": replies.mapping(res, "runtime", where), "outputs": replies.mapping(res, "outputs", where)}
+
     # -------------------------------------------------------------------------------------- Device interface
     def info(self) -> dict:
         res, where = self._agent("info", [], {}), f"{self.address}: info"

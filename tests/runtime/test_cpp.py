@@ -245,3 +245,21 @@ def test_litert_has_no_cpp_runtime_and_says_so():
 def test_runtime_build_of_a_folder_without_a_project_exits_2(tmp_path):
     p = cli("runtime", "build", tmp_path, ok=False)
     assert p.returncode == 2 and "no edgedet C++ project" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_both_runtimes_apply_the_recorded_runtime_options(ov, images):
+    """artifact.json records the target's runtime options (targets/cpu_openvino.yaml: 2 threads, LATENCY); the C++
+    example (no --threads) and the Python runtime (no threads) apply them: the same settings read back from the
+    compiled model, from the same config. An explicit thread count overrides only that."""
+    recorded = json.loads((ov.dir / "artifact.json").read_text())["runtime_options"]
+    assert recorded == {"threads": 2, "pin_threads": False, "openvino_device": "CPU", "openvino_hint": "LATENCY"}
+    exe = str(example_path(ov.dir / "runtime" / "cpp" / "build"))
+    for threads, args in ((2, []), (1, ["--threads", "1"])):
+        p = subprocess.run([exe, "--artifact", str(ov.dir), "--info", *args, str(images[0][0])], capture_output=True,
+                           text=True, timeout=300)
+        assert p.returncode == 0, p.stderr
+        cpp = json.loads(p.stdout.splitlines()[0])["info"]["settings"]
+        py = python_runtime(ov).Detector(threads=None if threads == 2 else threads).info()["settings"]
+        assert cpp == py, (cpp, py)
+        assert (py["INFERENCE_NUM_THREADS"], py["PERFORMANCE_HINT"], py["NUM_STREAMS"]) == (threads, "LATENCY", 1)
+        assert py["INFERENCE_PRECISION_HINT"] == "f32" and py["EXECUTION_DEVICES"] == ["CPU"]
