@@ -42,7 +42,7 @@ def preprocess(rgb: np.ndarray, resolution: int) -> np.ndarray:
     same tensor bit for bit): rows  r = v[y0] * wy0 + v[y1] * wy1   (v: the pixel as float, 0..255 for uint8),
     then  out = r[x0] * wx0' + r[x1] * wx1'  with wx' = wx / 255 for uint8 input (wx for float input). The index and
     weight tables are computed once per input size."""
-    if rgb.ndim != 3 or rgb.shape[2] != 3:
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] < 1 or rgb.shape[1] < 1:
         raise ValueError(f"expected an RGB image [H,W,3], got shape {rgb.shape}")
     if rgb.dtype != np.uint8 and not np.issubdtype(rgb.dtype, np.floating):
         raise ValueError(f"expected a uint8 (0..255) or float ([0,1]) image, got {rgb.dtype}")

@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -139,11 +138,22 @@ def project_dir(path: Path) -> Path:
                       f"edgedet compile ... --runtime cpp")
 
 
-def project_backend(project: Path) -> str:
-    m = re.search(r'kBackend = "([a-z]+)"', (project / "include" / "edgedet" / "config.hpp").read_text())
-    if not m or m.group(1) not in BACKENDS:
-        raise ConfigError(f"{project}: include/edgedet/config.hpp names no known backend")
-    return m.group(1)
+def checked_project(path: Path):
+    """(project folder, its Artifact) after checking that every file of the project is exactly what this edgedet
+    renders for the artifact's artifact.json (validated): CMake runs a project's code at configure time, so a
+    project from elsewhere (or edited) is refused rather than built. ConfigError names the first file that differs."""
+    from ..backends.base import Artifact
+
+    project = project_dir(path)
+    art = Artifact.open(project.parent.parent)
+    if (art.dir / "runtime" / "cpp").resolve() != project.resolve():
+        raise ConfigError(f"{project}: not the runtime/cpp project of an artifact folder")
+    for rel, text in project_files(art).items():
+        p = project / rel
+        if p.is_symlink() or not p.is_file() or p.read_bytes() != text.encode():
+            raise ConfigError(f"{p}: not what edgedet renders for {art.dir}/artifact.json (edited, or written by "
+                              "another edgedet version); write the project again: edgedet compile ... --runtime cpp")
+    return project, art
 
 
 def _find(name: str, dirs) -> Path | None:
@@ -249,9 +259,10 @@ def build_cpp(path: Path, build_dir: Path | None = None, jobs: int | None = None
     """Configure and build the C++ project of an artifact (or a project folder) with CMake: the library
     edgedet_detector and the example edgedet_example. Returns the build folder (default PROJECT/build). Raises
     ToolchainError naming what is missing (cmake, a compiler, the backend's SDK) or the first error of a failed
-    build (the whole output is in BUILD/edgedet-build.log)."""
-    project = project_dir(path)
-    backend = project_backend(project)
+    build (the whole output is in BUILD/edgedet-build.log); ConfigError for a project that is not exactly what
+    edgedet renders for its artifact (checked_project)."""
+    project, art = checked_project(path)
+    backend = art.backend
     missing = missing_tools(backend)
     if missing:
         raise ToolchainError(f"cannot build the {backend} C++ runtime in {project}: missing " + "; ".join(missing))

@@ -82,23 +82,29 @@ class Detector:
 
 # ---------------------------------------------------------------------------------------------------------- images
 def _pnm(data: bytes, path: str):
-    """Binary PGM/PPM (P5/P6, maxval 1..65535; 16-bit samples are big-endian) -> RGB uint8, scaled to 0..255. The
-    header is parsed within its first 1 KiB and checked against the file size before any pixel is touched."""
-    fields, pos = [], 2
+    """Binary PGM/PPM (P5/P6, maxval 1..65535; 16-bit samples are big-endian) -> RGB uint8, scaled to 0..255 as
+    (v * 255 + maxval // 2) // maxval. The header must fit in the first 1 KiB and is checked against the file size
+    before any pixel is touched."""
+    head, fields, pos = data[:1024], [], 2
     while len(fields) < 3:
-        while pos < len(data) and data[pos:pos + 1].isspace():
+        while head[pos:pos + 1].isspace():
             pos += 1
-        if data[pos:pos + 1] == b"#":
-            end = data.find(b"\n", pos)
-            pos = len(data) if end < 0 else end + 1
+        if head[pos:pos + 1] == b"#":
+            end = head.find(b"\n", pos)
+            if end < 0:
+                break
+            pos = end + 1
             continue
         end = pos
-        while end < len(data) and data[end:end + 1].isdigit() and end - pos < 10:
+        while head[end:end + 1].isdigit() and end - pos < 10:
             end += 1
-        if end == pos or pos > 1024 or not (end == len(data) or data[end:end + 1].isspace()):
-            raise ImageError("%s: bad PNM header (width, height and maxval must be decimal numbers)" % path)
-        fields.append(int(data[pos:end]))
+        if end == pos or not head[end:end + 1].isspace():
+            break
+        fields.append(int(head[pos:end]))
         pos = end
+    if len(fields) < 3:
+        raise ImageError("%s: bad PNM header (width, height and maxval must be decimal numbers in the first 1 KiB)"
+                         % path)
     w, h, maxval = fields
     channels = 3 if data[1:2] == b"6" else 1
     if not (0 < w and 0 < h and w * h <= MAX_PIXELS and 0 < maxval < 65536):
@@ -142,7 +148,11 @@ def _pil(path: str):
     Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        with Image.open(path) as im:
+        try:
+            im = Image.open(path)
+        except Image.DecompressionBombError as e:
+            raise ImageError("%s: cannot be read as an image (%s)" % (path, e)) from None
+        with im:
             im.load()
             if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey: scale, never clip at 255
                 a = np.asarray(im, dtype=np.uint32)
@@ -175,7 +185,10 @@ def read_image(path: str):
         except ImportError:
             raise ImageError("%s: install pillow to read this format (built in: binary PPM/PGM, .npy)" % path) \
                 from None
-        return _pil(path)
+        a = _pil(path)
+        if a.ndim != 3 or a.shape[0] < 1 or a.shape[1] < 1:
+            raise ImageError("%s: an image without pixels (%s)" % (path, list(a.shape)))
+        return a
     except ImageError:
         raise
     except (OSError, ValueError, SyntaxError, EOFError, MemoryError, Warning) as e:
