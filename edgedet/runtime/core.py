@@ -84,8 +84,9 @@ def postprocess(boxes: np.ndarray, logits: np.ndarray, sizes, topk: int = 100,
     """Raw outputs -> per-image detections.
 
     boxes [B,Q,4] normalised cxcywh, logits [B,Q,C], sizes: B original (H, W). For each image, the K = min(topk,
-    Q*C) highest (query, class) pairs (those with score > threshold) over the flattened index f = q*C + c, in descending score order (ties: lower f
-    first; ranking is done on the logits, so saturated sigmoids do not tie). Returns B dicts:
+    Q*C) highest (query, class) pairs (those with score > threshold) over the flattened index f = q*C + c, in
+    descending score order (ties: lower f first; ranking is done on the logits, so saturated sigmoids do not tie).
+    Returns B dicts:
     boxes float32 [K,4] xyxy pixels clipped to the image, scores float32 [K] in (0,1), labels int64 [K] (= f % C),
     queries int64 [K] (= f // C, the query each detection came from).
     """
