@@ -7,7 +7,8 @@ prints any of them.
                          MAX_ITEMS keys, nesting at most MAX_DEPTH, NaN and infinities as None
   file_list(res, key, allowed)   a list of file names, every one of them among `allowed` (the artifact's own files)
   record(res)            a LatencyRecord whose numbers are finite, non-negative and ordered (min <= p50 <= p90 <= p99)
-  mapping(res, key)      a dict field
+  mapping(res, key)      a dict field; device_info(res): the probes' structure
+
 A reply that breaks a rule is a DeviceError naming the device, the step and the field.
 """
 from __future__ import annotations
@@ -69,6 +70,19 @@ def mapping(res: dict, key: str, where: str) -> dict:
     if not isinstance(v, dict):
         raise _bad(where, f"{key} is not an object")
     return v
+
+
+def device_info(res: dict, where: str) -> dict:
+    """res["info"], the device's probes: an object whose gpus (when present) is a list of objects and whose jetson
+    (when present) is an object with power_mode and tegrastats objects or null."""
+    info = mapping(res, "info", where)
+    gpus, jetson = info.get("gpus"), info.get("jetson")
+    if gpus is not None and not (isinstance(gpus, list) and all(isinstance(g, dict) for g in gpus)):
+        raise _bad(where, "info.gpus is not a list of objects")
+    if jetson is not None and not (isinstance(jetson, dict) and all(
+            isinstance(jetson.get(k), (dict, type(None))) for k in ("power_mode", "tegrastats"))):
+        raise _bad(where, "info.jetson is not an object (with power_mode and tegrastats objects)")
+    return info
 
 
 def string(res: dict, key: str, where: str, optional: bool = False) -> str | None:

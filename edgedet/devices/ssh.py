@@ -471,14 +471,14 @@ class SSHDevice(Device):
     # -------------------------------------------------------------------------------------- Device interface
     def info(self) -> dict:
         res, where = self._agent("info", [], {}), f"{self.address}: info"
-        return dict(replies.mapping(res, "info", where), runtimes=replies.mapping(res, "runtimes", where),
+        return dict(replies.device_info(res, where), runtimes=replies.mapping(res, "runtimes", where),
                     ssh=self.address, workdir=self.workdir,
                     python_executable=replies.string(res, "python_executable", where))
 
     def check(self, target: TargetSpec) -> dict:
         res, where = self._agent("check", [], {}), f"{self.address}: check"
         runtimes = replies.mapping(res, "runtimes", where)
-        replies.mapping(res, "info", where)
+        replies.device_info(res, where)
         replies.string(res, "python_executable", where)
         state = runtimes.get(target.backend)
         state = state if isinstance(state, str) else ""
