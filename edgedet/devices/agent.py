@@ -335,19 +335,6 @@ def _lock_path(args) -> str:
     return args.lock or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(args.artifact))), ".lock")
 
 
-def _bench_input(r, folder: str, art: dict, batch: int):
-    np = r.np
-    res = int(art["metadata"]["resolution"])
-    calib = r.confined(folder, "calib.npz", "calib.npz")
-    if art["backend"] == "tensorrt" and os.path.isfile(calib):  # what bench_engine.py feeds
-        with np.load(calib, allow_pickle=False) as z:
-            x = z["images"][:1]
-        if x.shape != (1, 3, res, res):
-            raise ValueError("calib.npz holds images %s, not [N,3,%d,%d]" % (list(x.shape), res, res))
-        return np.ascontiguousarray(np.repeat(x, batch, 0), np.float32)
-    return np.random.default_rng(0).random((batch, 3, res, res), dtype=np.float32)  # what LocalDevice feeds
-
-
 def cmd_bench(args, req) -> dict:
     r = runners(args.runners_sha256)
     art = r.read_artifact(args.artifact)
@@ -359,7 +346,7 @@ def cmd_bench(args, req) -> dict:
     # loading (an OpenVINO compile, an engine deserialized) is work on the device too: inside the lock
     with DeviceLock(_lock_path(args), float(req.get("lock_timeout_s", 600))) as lock:
         runner = r.load(args.artifact, art, options)
-        x = _bench_input(r, args.artifact, art, batch)
+        x = r.RUNNERS[art["backend"]].bench_input(args.artifact, art, batch)
         held_from = time.time()
         times, total = r.time_runs(lambda: runner.infer(x), warmup=warmup, runs=int(req.get("runs", 100)),
                                    min_duration_s=float(req.get("min_duration_s", 1.0)), cooldown_ms=cooldown,
@@ -379,7 +366,7 @@ def cmd_probe(args, req) -> dict:
     options = dict(req.get("runtime") or {}, batch=int(req.get("batch", 1)))
     with DeviceLock(_lock_path(args), float(req.get("lock_timeout_s", 600))):
         runner = r.load(args.artifact, art, options)
-        outs = runner.infer(_bench_input(r, args.artifact, art, int(req.get("batch", 1))))
+        outs = runner.infer(r.RUNNERS[art["backend"]].bench_input(args.artifact, art, int(req.get("batch", 1))))
     digest = lambda a: hashlib.sha256(r.np.ascontiguousarray(a, r.np.float32).tobytes()).hexdigest()  # noqa: E731
     return {"runtime": runner.info(), "outputs": {"boxes": digest(outs[0]), "logits": digest(outs[1])}}
 

@@ -269,6 +269,12 @@ class Runner:
         if not os.path.isfile(self.path):
             raise FileNotFoundError("%s not found" % self.path)
 
+    @classmethod
+    def bench_input(cls, folder: str, art: dict, batch: int):
+        """What a benchmark feeds: float32 [batch,3,R,R] uniform noise (seed 0), the same on the host and devices."""
+        r = int(art["metadata"]["resolution"])
+        return np.random.default_rng(0).random((batch, 3, r, r), dtype=np.float32)
+
     def _images(self, images):
         x = np.ascontiguousarray(images, dtype=np.float32)
         if x.ndim == 3:
@@ -458,6 +464,18 @@ class TrtRunner(Runner):
     @staticmethod
     def settings(precision: str, options: dict) -> dict:
         return {"batch": options["batch"]}
+
+    @classmethod
+    def bench_input(cls, folder: str, art: dict, batch: int):
+        """The first calibration image (calib.npz), as bench_engine.py feeds it; noise when there is none."""
+        calib, r = confined(folder, "calib.npz", "calib.npz"), int(art["metadata"]["resolution"])
+        if not os.path.isfile(calib):
+            return Runner.bench_input(folder, art, batch)
+        with np.load(calib, allow_pickle=False) as z:
+            x = z["images"][:1]
+        if x.shape != (1, 3, r, r):
+            raise ValueError("calib.npz holds images %s, not [N,3,%d,%d]" % (list(x.shape), r, r))
+        return np.ascontiguousarray(np.repeat(x, batch, 0), np.float32)
 
     def __init__(self, folder, art, options):  # pragma: no cover - needs a GPU with TensorRT
         _need_numpy()
