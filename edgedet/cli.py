@@ -298,6 +298,9 @@ def compile_cmd(subnet: str = typer.Option(..., "--subnet", "-s", help="Subnet i
                                                             "most this much (absolute) on the val set."),
                 data: Optional[Path] = typer.Option(None, "--data", help="COCO dataset whose valid/ split is the "
                                                     "accuracy-control val set (default: demo val set)."),
+                overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUTPUT whatever it holds (without "
+                                               "it, OUTPUT must be absent, empty or an earlier artifact of this "
+                                               "same compile)."),
                 verbose: bool = VerboseOpt):
     """Compile one subnet for a target (fp32 by default) into a sealed artifact folder with its runtime module."""
     from .api import load_supernet
@@ -311,13 +314,17 @@ def compile_cmd(subnet: str = typer.Option(..., "--subnet", "-s", help="Subnet i
     net = load_supernet(checkpoint or (None if preset else demo_checkpoint()), preset)
     options = None
     if max_ap_drop is not None:
+        from .backends import BACKEND_NAMES, capabilities
         from .config import load_target
         from .data.coco import CocoDetection
         from .data.demo import demo_data
         from .errors import ConfigError
 
-        if load_target(target).backend != "openvino" or precision != "int8":
-            raise ConfigError("--max-ap-drop is accuracy-controlled int8 for OpenVINO targets (use with --int8)")
+        backend = load_target(target).backend
+        if not capabilities(backend).accuracy_control or precision != "int8":
+            able = ", ".join(b for b in BACKEND_NAMES if capabilities(b).accuracy_control)
+            raise ConfigError(f"--max-ap-drop is accuracy-controlled int8 (use with --int8) for backends {able}; "
+                              f"this target runs {backend}")
         options = {"accuracy_control": {"dataset": CocoDetection(data or demo_data(), "valid"),
                                         "max_ap_drop": max_ap_drop}}
     with quiet_runtimes(verbose) as (_, err):
@@ -325,7 +332,7 @@ def compile_cmd(subnet: str = typer.Option(..., "--subnet", "-s", help="Subnet i
 
         with Console(file=err).status(f"compiling {subnet} for {target} ({precision})"):
             art = compile_subnet(net, subnet, target, precision, output, calibration=calibration, runtime=runtimes,
-                                 options=options)
+                                 options=options, overwrite=overwrite)
     diff = art.metadata.get("max_abs_diff_vs_torch")
     extra = f"; vs torch max abs diff {max(diff.values()):.1e}" if diff else ""
     typer.echo(f"wrote {art.dir} ({art.backend} {art.precision}, {len(art.files)} files sealed{extra})")
@@ -395,26 +402,41 @@ def bench(artifacts: list[Path] = typer.Argument(..., help="Artifact folder(s) f
           data: Optional[Path] = typer.Option(None, "--data", help="COCO dataset for AP (default: demo val set)."),
           no_ap: bool = typer.Option(False, "--no-ap", help="Latency only."),
           as_json: bool = typer.Option(False, "--json", help="Print JSON (every record with its conditions).")):
-    """Benchmark artifacts on a target: format, precision, status, size, AP, p50/p90 ms (with their conditions)."""
+    """Benchmark artifacts on a target: format, precision, status, size, AP, p50/p90 ms (with their conditions).
+    Exit 2 for a bad target or artifact (checked before anything is measured), 1 when a device failed."""
+    from .backends.base import Artifact
+    from .config import load_target
     from .deploy import benchmark_artifact
+    from .errors import ConfigError
 
-    rows = [benchmark_artifact(a, target, data, with_ap=not no_ap) for a in artifacts]
+    t = load_target(target)
+    arts = [Artifact.open(a) for a in artifacts]
+    for a in arts:
+        changed = a.verify()
+        if changed:
+            raise ConfigError(f"artifact {a.dir}: files changed since compile: {', '.join(changed[:5])}")
+        if a.backend != t.backend:
+            raise ConfigError(f"artifact {a.dir} is for {a.backend}, target {t.name} runs {t.backend}")
+    rows = [benchmark_artifact(a, t, data, with_ap=not no_ap) for a in arts]
+    failed = [r for r in rows if r["status"].startswith("error: ")]
     if as_json:
         typer.echo(json.dumps(rows, indent=1))
+        _device_failures(failed)
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    t = Table(title=f"benchmark on {target}")
+    table = Table(title=f"benchmark on {escape(str(target))}")
     for col in ("artifact", "format", "precision", "status", "size MB", "AP", "AP50", "p50 ms", "p90 ms"):
-        t.add_column(col)
-    for r in rows:
+        table.add_column(col)
+    for r in rows:  # device answers are plain text: no Rich markup from them
         lat, ap = r["latency"] or {}, r["ap"] or {}
-        t.add_row(Path(r["artifact"]).name, r["format"], r["precision"], r["status"], f"{r['size_mb']:.1f}",
-                  f"{ap['AP']:.3f}" if ap else "-", f"{ap['AP50']:.3f}" if ap else "-",
-                  f"{lat['p50_ms']:.2f}" if lat else "-", f"{lat['p90_ms']:.2f}" if lat else "-")
+        table.add_row(escape(Path(r["artifact"]).name), r["format"], r["precision"], escape(r["status"]),
+                      f"{r['size_mb']:.1f}", f"{ap['AP']:.3f}" if ap else "-", f"{ap['AP50']:.3f}" if ap else "-",
+                      f"{lat['p50_ms']:.2f}" if lat else "-", f"{lat['p90_ms']:.2f}" if lat else "-")
     con = Console(width=140)
-    con.print(t)
+    con.print(table)
     for r in rows:
         if r["latency"]:
             lat = r["latency"]
@@ -422,7 +444,17 @@ def bench(artifacts: list[Path] = typer.Argument(..., help="Artifact folder(s) f
             con.print(f"{Path(r['artifact']).name}: {rt.get('runtime')} {rt.get('runtime_version')}, precision in "
                       f"effect {rt.get('inference_precision', rt.get('precision'))}, threads {rt.get('threads')}, "
                       f"batch {lat['batch']}, warm-up {lat['warmup']}, runs {lat['runs']}, spread {lat['spread']:.2f}"
-                      + (" [NOISY]" if lat["noisy"] else "") + f", cpu {lat['device'].get('cpu')}")
+                      + (" [NOISY]" if lat["noisy"] else "") + f", cpu {lat['device'].get('cpu')}",
+                      markup=False, highlight=False)
+    _device_failures(failed)
+
+
+def _device_failures(rows: list[dict]) -> None:
+    """One stderr line per artifact whose device failed (at most 3), then exit code 1."""
+    for r in rows[:3]:
+        typer.echo(f"error: {Path(r['artifact']).name}: {r['status'].removeprefix('error: ')}", err=True)
+    if rows:
+        raise typer.Exit(1)
 
 
 @import_app.command("rfdetr")

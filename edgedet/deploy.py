@@ -2,6 +2,8 @@
 artifact on a target. Both hide the backend behind the target file."""
 from __future__ import annotations
 
+import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -12,6 +14,7 @@ from .backends import get_backend
 from .backends.base import Artifact, Unsupported
 from .config import SubnetConfig, TargetSpec, load_calibration, load_target, resolve_target
 from .errors import ConfigError
+from .runtime import runners
 
 
 def _target(target: TargetSpec | str | Path) -> tuple[TargetSpec, Path | None]:
@@ -22,7 +25,8 @@ def _target(target: TargetSpec | str | Path) -> tuple[TargetSpec, Path | None]:
 
 
 def runtime_options(t: TargetSpec) -> dict:
-    return t.runtime.model_dump()
+    """The target's runtime options as the runners take them (runtime/runners.py)."""
+    return dict(t.runtime.model_dump(), batch=t.benchmark.batch)
 
 
 def resolve_recipe(t: TargetSpec, base: Path | None, calibration: str | Path | None):
@@ -67,15 +71,38 @@ def render_runtimes(art: Artifact, runtime: tuple[str, ...]) -> dict[str, str]:
     return done
 
 
+def check_output(out: Path, t: TargetSpec, subnet_id: str, precision: str, overwrite: bool = False) -> None:
+    """`out` may be written by this compile: absent, empty, an earlier artifact of the same compile (same backend,
+    precision, subnet and target name), or anything when `overwrite`. ConfigError otherwise (one line)."""
+    out = Path(out)
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise ConfigError(f"{out}: exists and is not a folder; choose another output folder")
+    if not out.exists() or overwrite or not any(out.iterdir()):
+        return
+    try:
+        old = Artifact.open(out)
+        same = (old.backend, old.precision, old.metadata.get("subnet"), old.metadata.get("target")) == \
+            (t.backend, precision, subnet_id, t.name)
+    except ConfigError:
+        same = False
+    if not same:
+        raise ConfigError(f"{out}: not empty and not an earlier artifact of this compile ({subnet_id}, {precision}, "
+                          f"target {t.name}); choose an empty folder or pass --overwrite to replace it")
+
+
 def compile_subnet(net, subnet: SubnetConfig | str, target: TargetSpec | str | Path, precision: str, out: Path,
                    calibration: str | Path | None = None, runtime: tuple[str, ...] = ("python",),
-                   options: dict | None = None) -> Artifact:
+                   options: dict | None = None, overwrite: bool = False) -> Artifact:
     """Export `subnet` of `net`, compile it for the target's backend at `precision` into `out`, write the runtimes
-    (`runtime`: "python" -> runtime/python/edgedet_runtime.py, "cpp" -> the CMake project runtime/cpp), and seal the
-    folder (sha256 of every file, runtimes included, in artifact.json). Raises Unsupported for what the backend
-    cannot do; a runtime a backend lacks is recorded as 'unsupported: ...' in metadata["runtimes"]."""
+    (`runtime`: "python" -> the package runtime/python/edgedet_runtime, "cpp" -> the CMake project runtime/cpp), and
+    seal the folder (sha256 of every file, runtimes included, in artifact.json). artifact.json records the target's
+    runtime options (runtime_options), which every runtime applies by default. Raises Unsupported for what the
+    backend cannot do; a runtime a backend lacks is recorded as 'unsupported: ...' in metadata["runtimes"].
+
+    `out` must be absent, empty or an earlier artifact of the same compile (check_output; `overwrite` replaces
+    anything). The artifact is built in a sibling temporary folder and renamed onto `out` once sealed: a failed
+    compile leaves nothing, and nothing of an earlier folder (a stale runtime project, a build) is ever sealed."""
     from .calibration import calibration_fn
-    from .model.export import export_onnx
 
     t, base = _target(target)
     runtime = check_runtimes(runtime)
@@ -87,6 +114,7 @@ def compile_subnet(net, subnet: SubnetConfig | str, target: TargetSpec | str | P
     backend.check_precision(precision)
     if precision not in t.precisions:
         raise ConfigError(f"target {t.name} does not list precision {precision} (it lists {', '.join(t.precisions)})")
+    check_output(out, t, s.id, precision, overwrite)
     recipe, rbase = resolve_recipe(t, base, calibration)
     # int8 calibrates on the recipe; TensorRT also ships the images for its FP16 range check and on-device checks
     calib = calibration_fn(recipe, rbase) if (recipe is not None and caps.needs_calibration(precision)) else None
@@ -94,15 +122,45 @@ def compile_subnet(net, subnet: SubnetConfig | str, target: TargetSpec | str | P
     meta = {"subnet": s.id, "resolution": s.resolution, "num_classes": net.cfg.num_classes,
             "class_names": net.cfg.class_names, "target": t.name, "supernet": net.cfg.name,
             "calibration": recipe.model_dump() if calib else None}
-    opts = dict(runtime_options(t), torch_module=module, batch=t.benchmark.batch, **(options or {}))
+    opts = dict(runtime_options(t), torch_module=module, **(options or {}))
+    try:  # what every runtime applies by default: the options this target measures the artifact with
+        recorded = runners.runtime_options(t.backend, opts)
+    except ValueError as e:
+        raise ConfigError(f"target {t.name}: runtime options: {e}") from None
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.compiling-", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(work, 0o777 & ~umask)  # an ordinary folder once renamed (mkdtemp makes it private)
+    try:
+        art = _compile_into(work, backend, module, s, precision, calib, dict(opts, recorded=recorded), meta, runtime,
+                            net.cfg.class_names)
+        if out.exists():
+            shutil.rmtree(out)
+        os.rename(work, out)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    art.dir = out
+    return art
+
+
+def _compile_into(work: Path, backend, module, s: SubnetConfig, precision: str, calib, opts: dict, meta: dict,
+                  runtime: tuple[str, ...], class_names) -> Artifact:
+    """compile_subnet's steps in the folder `work`: export, backend compile, the recorded runtime options
+    (opts["recorded"]), runtimes, the fp32 check against torch, seal."""
+    from .model.export import export_onnx
+
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = Path(tmp) / "model.onnx"
-        export_onnx(module, onnx_path, class_names=net.cfg.class_names)
-        art = backend.compile(onnx_path, precision, Path(out), calib, opts, meta)
+        export_onnx(module, onnx_path, class_names=class_names)
+        art = backend.compile(onnx_path, precision, work, calib, opts, meta)
     art.metadata["compile_s"] = round(time.perf_counter() - t0, 2)
+    art.runtime_options = opts["recorded"]
     art.metadata["runtimes"] = render_runtimes(art, runtime)
-    if precision == "fp32" and caps.runs_on_host:  # the fp32 artifact must match torch
+    if precision == "fp32" and backend.caps.runs_on_host:  # the fp32 artifact must match torch
         runner = backend.load(art, opts)
         import torch
 

@@ -47,12 +47,12 @@ def measure(fn: Callable[[], object], warmup: int = 10, runs: int = 100, min_dur
             max_runs: int = 100_000, pin_cpus: list[int] | None = None) -> LatencyRecord:
     """Time fn() (one inference) after warm-up; stops after >= runs and >= min_duration_s (capped by max_runs).
 
-    The timing loop and the statistics are the on-device agent's (devices/agent.py: time_runs, summarize), so a
-    record measured here and one measured over SSH mean the same thing."""
-    from .devices import agent
+    The timing loop and the statistics are runtime/runners.py's (time_runs, summarize), which the device agent runs
+    too, so a record measured here and one measured over SSH mean the same thing."""
+    from .runtime import runners
 
-    times, total = agent.time_runs(fn, warmup=warmup, runs=runs, min_duration_s=min_duration_s,
-                                   cooldown_ms=cooldown_ms, max_runs=max_runs, pin_cpus=pin_cpus)
-    rec = LatencyRecord(**agent.summarize(times, total, warmup, batch, cooldown_ms, noise_threshold))
+    times, total = runners.time_runs(fn, warmup=warmup, runs=runs, min_duration_s=min_duration_s,
+                                     cooldown_ms=cooldown_ms, max_runs=max_runs, pin_cpus=pin_cpus)
+    rec = LatencyRecord(**runners.summarize(times, total, warmup, batch, cooldown_ms, noise_threshold))
     rec.device = device_info()
     return rec

@@ -1,8 +1,10 @@
 """The backend interface: compile(onnx, precision, calibration) -> Artifact; load(artifact) -> Runner.
 
 An Artifact is a folder with the model file(s) and artifact.json (backend, precision, files with sha256, subnet,
-input resolution, class names, runtime version, compile options). A Runner's infer(images float32 [B,3,R,R] RGB in
-[0,1]) returns (boxes [B,Q,4] normalised cxcywh, logits [B,Q,C]) as numpy.
+input resolution, class names, runtime version, compile options, and the runtime options it was measured with). Every
+backend runs artifacts through the one runner of its runtime (edgedet/runtime/runners.py, also shipped to devices and
+into every artifact's Python runtime): infer(images float32 [B,3,R,R] RGB in [0,1]) -> (boxes [B,Q,4] normalised
+cxcywh, logits [B,Q,C]) as numpy; info() -> runtime, version, precision and the settings in effect.
 """
 from __future__ import annotations
 
@@ -15,7 +17,9 @@ from typing import Callable, Iterable
 import numpy as np
 
 from ..checkpoint import atomic_write
-from ..errors import EdgedetError
+from ..errors import ConfigError, EdgedetError
+from ..runtime import runners
+from ..runtime.runners import Runner  # noqa: F401  (the runner interface, re-exported for the backends)
 
 ARTIFACT_JSON = "artifact.json"
 
@@ -45,6 +49,7 @@ class Artifact:
     model_file: str  # relative to dir
     files: dict[str, str] = field(default_factory=dict)  # relative path -> sha256
     metadata: dict = field(default_factory=dict)  # subnet, resolution, class_names, runtime_version, options...
+    runtime_options: dict = field(default_factory=dict)  # what it was measured with and every runtime applies
 
     @property
     def model_path(self) -> Path:
@@ -58,10 +63,15 @@ class Artifact:
         """Hash every file of the artifact and write artifact.json atomically."""
         self.files = {str(p.relative_to(self.dir)): sha256(p) for p in sorted(self.dir.rglob("*"))
                       if p.is_file() and p.name != ARTIFACT_JSON and "__pycache__" not in p.parts}
+        text = json.dumps(self.describe(), indent=1, sort_keys=True)
+        atomic_write(self.dir / ARTIFACT_JSON, lambda tmp: tmp.write_text(text))
+        return self
+
+    def describe(self) -> dict:
+        """artifact.json's content."""
         d = asdict(self)
         d.pop("dir")
-        atomic_write(self.dir / ARTIFACT_JSON, lambda tmp: tmp.write_text(json.dumps(d, indent=1, sort_keys=True)))
-        return self
+        return d
 
     def verify(self) -> list[str]:
         """Files whose sha256 no longer matches (empty when intact)."""
@@ -69,27 +79,17 @@ class Artifact:
 
     @classmethod
     def open(cls, folder: Path) -> "Artifact":
-        from ..errors import ConfigError
-
-        p = Path(folder) / ARTIFACT_JSON
-        if not p.is_file():
-            raise ConfigError(f"{folder}: not an artifact folder (no {ARTIFACT_JSON}); make one with edgedet compile")
+        """Read and validate folder/artifact.json (runners.read_artifact: fields, types, every path relative and
+        confined to the folder, the model among the sha256-checked files); ConfigError names the file and field."""
         try:
-            d = json.loads(p.read_text())
-            return cls(dir=Path(folder), **d)
-        except (json.JSONDecodeError, TypeError) as e:
-            raise ConfigError(f"{p}: invalid artifact description ({e})") from None
+            d = runners.read_artifact(str(folder))
+        except runners.ArtifactError as e:
+            raise ConfigError(str(e)) from None
+        art = cls(dir=Path(folder), **d)
+        from . import get_backend
 
-
-class Runner:
-    """Loaded model. Subclasses implement infer and info."""
-
-    def infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        raise NotImplementedError
-
-    def info(self) -> dict:
-        """runtime name/version and the precision actually in effect."""
-        raise NotImplementedError
+        get_backend(art.backend).check_artifact(art)
+        return art
 
 
 CalibrationData = Callable[[int], Iterable[np.ndarray]]  # resolution -> batches float32 [1,3,R,R]
@@ -122,9 +122,21 @@ class Backend:
         """None when the runtime can be used here, else the reason."""
         return None
 
+    def check_artifact(self, artifact: Artifact) -> None:
+        """Backend-specific checks of an opened artifact before anything of it runs (ConfigError); default none."""
+
     def compile(self, onnx_path: Path, precision: str, out_dir: Path, calibration: CalibrationData | None,
                 options: dict, metadata: dict) -> Artifact:
         raise NotImplementedError
 
-    def load(self, artifact: Artifact, options: dict) -> Runner:
-        raise NotImplementedError
+    def load(self, artifact: Artifact, options: dict | None = None) -> Runner:
+        """The runtime's runner (runtime/runners.py) for the artifact; `options` (the target's runtime options)
+        override those the artifact records. Unsupported when the runtime is missing or refuses the model."""
+        try:
+            return runners.load(str(artifact.dir), artifact.describe(), options)
+        except runners.Unsupported as e:
+            raise Unsupported(str(e)) from None
+        except runners.ArtifactError as e:
+            raise ConfigError(str(e)) from None
+        except ValueError as e:  # runtime options out of range
+            raise ConfigError(f"{artifact.dir}: runtime options: {e}") from None

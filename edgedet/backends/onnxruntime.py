@@ -1,46 +1,14 @@
 """ONNX Runtime: fp32 as exported; int8 as static QDQ on Conv/MatMul/Gemm only (all-op QDQ is slower and wrong on
-DETRs), calibrated on the recipe's images."""
+DETRs), calibrated on the recipe's images. Artifacts run through runners.OrtRunner (Backend.load)."""
 from __future__ import annotations
 
 import shutil
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
-from .base import Artifact, Backend, CalibrationData, Runner
+from .base import Artifact, Backend, CalibrationData
 
 QUANT_OPS = ["Conv", "MatMul", "Gemm"]
-
-
-def session_options(threads: int | None):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    if threads:
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    return so
-
-
-class OrtRunner(Runner):
-    def __init__(self, path: Path, threads: int | None, precision: str):
-        import onnxruntime as ort
-
-        self.sess = ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
-        self.precision, self.threads = precision, threads
-
-    def infer(self, images: np.ndarray):
-        boxes, logits = self.sess.run(["boxes", "logits"], {"images": np.ascontiguousarray(images, np.float32)})
-        return boxes, logits
-
-    def info(self) -> dict:
-        import onnxruntime as ort
-
-        return {"runtime": "onnxruntime", "runtime_version": ort.__version__, "precision": self.precision,
-                "provider": "CPUExecutionProvider", "threads": self.threads}
 
 
 class _Reader:
@@ -89,9 +57,6 @@ class OnnxRuntimeBackend(Backend):
                                     "activations": "uint8", "weights": "int8"}
         return Artifact(dir=out_dir, backend=self.name, precision=precision, model_file="model.onnx",
                         metadata=meta).seal()
-
-    def load(self, artifact: Artifact, options: dict) -> Runner:
-        return OrtRunner(artifact.model_path, options.get("threads"), artifact.precision)
 
 
 BACKEND = OnnxRuntimeBackend()

@@ -1,16 +1,14 @@
 """OpenVINO: one IR (fp32 weights) compiled with a pinned INFERENCE_PRECISION_HINT for fp32/fp16/bf16 (CPUs with
 AMX default to bf16 otherwise); int8 through NNCF post-training quantization with ModelType.TRANSFORMER,
-or accuracy-controlled (reverts harmful layers to float until the AP drop is within max_drop)."""
+or accuracy-controlled (reverts harmful layers to float until the AP drop is within max_drop). Artifacts run through
+runners.OVRunner (Backend.load), which pins the hint and checks the device's fp16/bf16 capability."""
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from ..errors import MissingExtraError
-from .base import Artifact, Backend, CalibrationData, Runner, Unsupported
-
-HINT = {"fp32": "f32", "fp16": "f16", "bf16": "bf16", "int8": "f32"}  # int8 layers run int8; the rest in f32
+from ..runtime.runners import OV_HINT
+from .base import Artifact, Backend, CalibrationData
 
 
 def _ov():
@@ -19,49 +17,6 @@ def _ov():
     except ImportError:
         raise MissingExtraError("openvino", "openvino", "the OpenVINO backend") from None
     return ov
-
-
-def compile_config(precision: str, options: dict) -> dict:
-    cfg = {"INFERENCE_PRECISION_HINT": HINT[precision], "PERFORMANCE_HINT": options.get("openvino_hint", "LATENCY"),
-           "NUM_STREAMS": "1"}
-    if options.get("threads"):
-        cfg["INFERENCE_NUM_THREADS"] = int(options["threads"])
-    if options.get("pin_threads"):
-        cfg["ENABLE_CPU_PINNING"] = True
-    return cfg
-
-
-class OVRunner(Runner):
-    def __init__(self, xml: Path, precision: str, options: dict):
-        ov = _ov()
-        core = ov.Core()
-        device = options.get("openvino_device", "CPU")
-        cfg = compile_config(precision, options)
-        if precision in ("fp16", "bf16"):
-            supported = core.get_property(device, "OPTIMIZATION_CAPABILITIES")
-            if precision.upper() not in supported:
-                raise Unsupported(f"OpenVINO {device} has no native {precision} "
-                                  f"(capabilities: {', '.join(supported)})")
-        self.model = core.compile_model(str(xml), device, cfg)
-        self.request = self.model.create_infer_request()
-        self.precision, self.device, self.options = precision, device, options
-        self.version = ov.get_version()
-
-    def infer(self, images: np.ndarray):
-        images = np.ascontiguousarray(images, np.float32)
-        batch = self.model.input(0).get_partial_shape()[0]
-        if batch.is_static and batch.get_length() != images.shape[0]:  # a static-batch IR: one call per chunk
-            n = batch.get_length()
-            outs = [self.infer(images[i:i + n]) for i in range(0, images.shape[0], n)]
-            return np.concatenate([o[0] for o in outs]), np.concatenate([o[1] for o in outs])
-        res = self.request.infer({"images": images}, share_inputs=True)
-        return res["boxes"], res["logits"]
-
-    def info(self) -> dict:
-        return {"runtime": "openvino", "runtime_version": self.version, "precision": self.precision,
-                "device": self.device,
-                "inference_precision": self.model.get_property("INFERENCE_PRECISION_HINT").to_string(),
-                "threads": int(self.model.get_property("INFERENCE_NUM_THREADS"))}
 
 
 class OpenVINOBackend(Backend):
@@ -83,7 +38,7 @@ class OpenVINOBackend(Backend):
         # a static input shape lets the CPU plugin pick static kernels (~15% faster here than a dynamic batch)
         batch, res = int(options.get("batch") or 1), int(metadata["resolution"])
         model.reshape({"images": [batch, 3, res, res]})
-        meta = dict(metadata, runtime_version=ov.get_version(), inference_precision_hint=HINT[precision],
+        meta = dict(metadata, runtime_version=ov.get_version(), inference_precision_hint=OV_HINT[precision],
                     batch=batch)
         if precision == "int8":
             model, meta["quantization"] = self._quantize(model, calibration, options, metadata)
@@ -134,9 +89,6 @@ class OpenVINOBackend(Backend):
             model, calibration_dataset=calib, validation_dataset=nncf.Dataset(list(range(len(ds)))),
             validation_fn=validation, max_drop=float(val["max_ap_drop"]), drop_type=nncf.DropType.ABSOLUTE,
             model_type=nncf.ModelType.TRANSFORMER, preset=nncf.QuantizationPreset.MIXED, subset_size=subset_size)
-
-    def load(self, artifact: Artifact, options: dict) -> Runner:
-        return OVRunner(artifact.model_path, artifact.precision, options)
 
 
 BACKEND = OpenVINOBackend()

@@ -30,7 +30,8 @@ from typing import Iterable
 import numpy as np
 
 from ..errors import ConfigError, EdgedetError
-from .base import Artifact, Backend, CalibrationData, Runner, Unsupported
+from .base import Artifact, Backend, CalibrationData, Unsupported, sha256
+from .trt_device import build_engine
 
 DEVICE_DIR = Path(__file__).with_name("trt_device")
 OPSET = 17
@@ -38,7 +39,7 @@ PREP_TOL = 1e-4
 FP16_MAX = 65504.0
 QUANT_OPS = ("Conv", "MatMul", "Gemm")
 KEEP_FP32_OPS = ("LayerNormalization", "Softmax", "ReduceMean", "ReduceSum", "Exp")  # ONNX ops (model_fp16.onnx)
-FP32_LAYERS = ("NORMALIZATION", "SOFTMAX", "REDUCE:AVG", "REDUCE:SUM", "UNARY:EXP")  # TensorRT layers (TRT 10)
+FP32_LAYERS = build_engine.FP32_KINDS  # TensorRT layers kept FP32 (TRT 10)
 TRT_VERSIONS = (10, 11)
 DEVICE_OUTPUTS = ("model.engine", "build.json", "calib.cache")  # written on the device, after sealing
 NO_TRT = "TensorRT engines are built and run on the device (tensorrt not importable here)"
@@ -414,8 +415,21 @@ PURPOSE = {
 }
 
 
+DEVICE_SCRIPTS = ("build_engine.py", "bench_engine.py", "calib_loader.py")
+
+
 class TensorRTBackend(Backend):
     name = "tensorrt"
+
+    def check_artifact(self, artifact: Artifact) -> None:
+        """A TensorRT artifact's scripts run on the device (build_engine.py, bench_engine.py, calib_loader.py through
+        Polygraphy): only byte-for-byte copies of this edgedet's own are accepted, so an artifact from elsewhere
+        cannot bring code of its own."""
+        for name in DEVICE_SCRIPTS:
+            if name in artifact.files and artifact.files[name] != sha256(DEVICE_DIR / name):
+                raise ConfigError(f"{artifact.dir}/{name} is not edgedet's own copy (sha256 differs): TensorRT "
+                                  "artifacts run their scripts on the device, so only edgedet's are accepted; "
+                                  "compile the artifact again with this edgedet")
 
     def available(self) -> str | None:
         """Whether engines can be RUN here (compile needs only onnx + onnxruntime and always works)."""
@@ -493,35 +507,16 @@ class TensorRTBackend(Backend):
         return Artifact(dir=out_dir, backend=self.name, precision=precision, model_file=onnx_file,
                         metadata=meta).seal()
 
-    def load(self, artifact: Artifact, options: dict) -> Runner:
+    def load(self, artifact: Artifact, options: dict | None = None):
+        """runners.TrtRunner on model.engine, built here first from the artifact's plan when missing. UNTESTED HERE
+        (no TensorRT on edgedet's machines): only the 'tensorrt not importable' refusal runs in the tests."""
         try:
             import tensorrt  # noqa: F401
         except ImportError:
             raise Unsupported(NO_TRT) from None
-        return TrtRunner(artifact, options)  # pragma: no cover - needs a GPU with TensorRT
-
-
-class TrtRunner(Runner):  # pragma: no cover
-    """UNTESTED HERE (no TensorRT on edgedet's machines): builds model.engine with the artifact's plan when missing,
-    then runs it through trt_device.bench_engine.EngineSession (libcudart via ctypes, execute_async_v3)."""
-
-    def __init__(self, artifact: Artifact, options: dict):
-        from .trt_device import bench_engine, build_engine
-
-        engine, report = artifact.dir / "model.engine", artifact.dir / "build.json"
-        self.report = (build_engine.build(artifact.dir) if not engine.is_file()
-                       else json.loads(report.read_text()) if report.is_file() else {})
-        self.session = bench_engine.EngineSession(engine, batch=int(options.get("batch", 1)))
-        self.precision = artifact.precision
-
-    def infer(self, images: np.ndarray):
-        out = self.session.run(np.ascontiguousarray(images, np.float32))
-        return out["boxes"], out["logits"]
-
-    def info(self) -> dict:
-        return {"runtime": "tensorrt", "runtime_version": self.report.get("tensorrt_version"),
-                "precision": self.precision, "gpu": self.report.get("gpu"),
-                "int8_mode": self.report.get("int8_mode")}
+        if not (artifact.dir / "model.engine").is_file():  # pragma: no cover - needs a GPU with TensorRT
+            build_engine.build(artifact.dir)
+        return super().load(artifact, options)  # pragma: no cover
 
 
 BACKEND = TensorRTBackend()

@@ -16,8 +16,9 @@ Precisions (each a post-conversion rewrite of the fp32 flatbuffer by ai-edge-qua
         is slow and inaccurate on LiteRT, so it is not offered. options["tflite_int8"] = "weight_only" keeps int8
         weights but computes in float (more accurate, not faster).
 
-The runner needs only an interpreter (extra `tflite`): ai_edge_litert, else tflite_runtime, else tensorflow.lite.
-It invokes batch 1 per image and loops over the batch.
+Artifacts run through runners.TFLiteRunner (Backend.load), which needs only an interpreter (extra `tflite`):
+ai_edge_litert, else tflite_runtime, else tensorflow.lite; it invokes batch 1 per image, loops over the batch and
+picks the outputs by name (see runners.py for the one fallback rule).
 """
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ import numpy as np
 
 from ..checkpoint import atomic_write
 from ..errors import ConfigError, MissingExtraError
-from .base import Artifact, Backend, CalibrationData, Runner, Unsupported
+from ..runtime import runners
+from .base import Artifact, Backend, CalibrationData, Unsupported
 
 MODEL_FILE = "model.tflite"
 SIGNATURE = "serving_default"
@@ -62,50 +64,11 @@ def _litert_torch():
 
 
 def interpreter_class():
-    """(Interpreter class, runtime name, version): ai_edge_litert, else tflite_runtime, else tensorflow.lite."""
+    """(Interpreter class, runtime name, version): runners.tflite_interpreter, missing as a MissingExtraError."""
     try:
-        from ai_edge_litert.interpreter import Interpreter
-
-        return Interpreter, "ai-edge-litert", _dist_version("ai-edge-litert")
-    except ImportError:
-        pass
-    try:
-        from tflite_runtime.interpreter import Interpreter
-
-        return Interpreter, "tflite-runtime", _dist_version("tflite-runtime") or _dist_version("tflite_runtime")
-    except ImportError:
-        pass
-    try:
-        import tensorflow as tf
-
-        return tf.lite.Interpreter, "tensorflow-lite", tf.__version__
-    except (ImportError, AttributeError):
-        pass
-    raise MissingExtraError("ai_edge_litert", "tflite", "running .tflite models")
-
-
-def output_indices(details: list[dict], num_classes: int | None = None) -> tuple[int, int]:
-    """Tensor indices of (boxes, logits) among an interpreter's output details: by name first (litert-torch names
-    them `..._boxes_output` / `..._logits_output`), else by shape (last dim 4 vs num_classes), else by order (the
-    module returns boxes first)."""
-    if len(details) != 2:
-        raise Unsupported(f"a detector .tflite has 2 outputs (boxes, logits); this one has {len(details)}: "
-                          + ", ".join(d["name"] for d in details))
-    named: dict[str, int] = {}
-    for d in details:
-        name = d["name"].lower()
-        hits = [k for k in ("boxes", "logits") if k in name]
-        if len(hits) == 1:
-            named.setdefault(hits[0], d["index"])
-    if len(named) == 2:
-        return named["boxes"], named["logits"]
-    a, b = details
-    last = [int(a["shape"][-1]), int(b["shape"][-1])]
-    if num_classes is not None and num_classes != 4 and sorted(last) == sorted([4, num_classes]):
-        return (a["index"], b["index"]) if last[0] == 4 else (b["index"], a["index"])
-    if (num_classes is None or num_classes != 4) and last.count(4) == 1:
-        return (a["index"], b["index"]) if last[0] == 4 else (b["index"], a["index"])
-    return a["index"], b["index"]
+        return runners.tflite_interpreter()
+    except runners.Unsupported:
+        raise MissingExtraError("ai_edge_litert", "tflite", "running .tflite models") from None
 
 
 def _named_outputs(module):
@@ -206,49 +169,6 @@ def _tensor_census(path: Path) -> dict:
     return {"tensor_dtypes": counts, "input_shape": [int(v) for v in inp["shape"]]}
 
 
-class TFLiteRunner(Runner):
-    def __init__(self, path: Path, precision: str, threads: int | None, num_classes: int | None = None,
-                 quantization: dict | None = None):
-        cls, self.runtime, self.version = interpreter_class()
-        self.precision, self.threads, self.quantization = precision, threads, quantization
-        self.it = cls(model_path=str(path), num_threads=int(threads) if threads else None)
-        self.it.allocate_tensors()
-        inputs = self.it.get_input_details()
-        if len(inputs) != 1:
-            raise Unsupported(f"{path}: a detector .tflite has one input, this one has {len(inputs)}")
-        self.inp = inputs[0]
-        shape = [int(v) for v in self.inp["shape"]]
-        if len(shape) != 4 or shape[0] != 1:
-            raise Unsupported(f"{path}: input shape {shape} is not [1,3,R,R] (or [1,R,R,3])")
-        if np.dtype(self.inp["dtype"]) != np.float32:
-            raise Unsupported(f"{path}: input dtype {np.dtype(self.inp['dtype']).name}; edgedet feeds float32 "
-                              "(full-integer models are not supported)")
-        self.nhwc = shape[3] == 3 and shape[1] != 3
-        self.resolution = shape[1] if self.nhwc else shape[2]
-        self.boxes_idx, self.logits_idx = output_indices(self.it.get_output_details(), num_classes)
-
-    def infer(self, images: np.ndarray):
-        x = np.asarray(images, dtype=np.float32)
-        if x.ndim == 3:
-            x = x[None]
-        r = self.resolution
-        if x.ndim != 4 or x.shape[1:] != (3, r, r):
-            raise ConfigError(f"images must be float32 [B,3,{r},{r}], got {list(x.shape)}")
-        boxes, logits = [], []
-        for i in range(x.shape[0]):  # the model is converted at batch 1
-            xi = x[i:i + 1].transpose(0, 2, 3, 1) if self.nhwc else x[i:i + 1]
-            self.it.set_tensor(self.inp["index"], np.ascontiguousarray(xi))
-            self.it.invoke()
-            boxes.append(self.it.get_tensor(self.boxes_idx))
-            logits.append(self.it.get_tensor(self.logits_idx))
-        return np.concatenate(boxes), np.concatenate(logits)
-
-    def info(self) -> dict:
-        return {"runtime": self.runtime, "runtime_version": self.version, "precision": self.precision,
-                "threads": self.threads, "input_layout": "NHWC" if self.nhwc else "NCHW", "batch_per_invoke": 1,
-                "quantization": (self.quantization or {}).get("mode", "none")}
-
-
 class TFLiteBackend(Backend):
     name = "tflite"
 
@@ -317,12 +237,6 @@ class TFLiteBackend(Backend):
             meta["calibration"] = None  # recorded as unused: dynamic-range/fp16 need no calibration images
         return Artifact(dir=out_dir, backend=self.name, precision=precision, model_file=MODEL_FILE,
                         metadata=meta).seal()
-
-    def load(self, artifact: Artifact, options: dict) -> Runner:
-        m = artifact.metadata
-        nc = int(m["num_classes"]) if m.get("num_classes") is not None else None
-        return TFLiteRunner(artifact.model_path, artifact.precision, (options or {}).get("threads"), nc,
-                            m.get("quantization"))
 
 
 BACKEND = TFLiteBackend()

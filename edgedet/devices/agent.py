@@ -1,7 +1,10 @@
 """edgedet device agent: copied to a device and run there as `python3 agent.py SUBCOMMAND ...`.
 
-Self-contained on purpose: the standard library (Python >= 3.8), numpy, and the runtime that runs the artifact; it
-never imports edgedet, so nothing needs installing on the device. Every subcommand prints exactly ONE JSON object on
+Self-contained on purpose: the standard library (Python >= 3.8), numpy, the runtime that runs the artifact, and
+runners.py (edgedet/runtime/runners.py, uploaded next to this file; `--runners-sha256` makes the agent check it before
+use); it never imports edgedet, so nothing needs installing on the device. The agent itself only probes the device,
+holds the device lock and answers the subcommands; loading, running and timing artifacts is runners.py's, the same
+code the host backends and every artifact's Python runtime use. Every subcommand prints exactly ONE JSON object on
 stdout ({"status": "ok" | "unsupported: <reason>" | "error: <reason>", ...}); whatever the runtimes print goes to
 stderr. Exit code 0 for ok and unsupported, 1 for errors.
 
@@ -13,6 +16,8 @@ stderr. Exit code 0 for ok and unsupported, 1 for errors.
                              "-" for stdin): {"missing": [...], "mismatch": [...]}
   bench --artifact D         time the artifact (artifact.json names the runtime: onnxruntime, openvino, tflite,
                              tensorrt) with the target's settings from --request: {"record": {LatencyRecord fields}}
+  probe --artifact D         load it as bench does and run it once on the bench input: {"runtime": runner.info(),
+                             "outputs": {"boxes": sha256, "logits": sha256}} (of the float32 output bytes)
   build-trt --artifact D     build model.engine on the device with D/build_engine.py (TensorRT artifacts)
 
 bench and build-trt hold an exclusive lock (fcntl.flock on --lock, default D/../../.lock = WORKDIR/.lock) while they
@@ -20,8 +25,8 @@ use the device, so two edgedet runs never measure on one device at once; a recor
 waited and when it held the lock.
 `--deadline-s S` arms an alarm: a hung runtime is killed after S seconds (the lock dies with it).
 
-The timing loop (time_runs + summarize) is the one edgedet.profiler.measure uses on the host: the same warm-up,
-runs + min_duration_s stopping rule, cooldown, percentiles, spread and throttle flag, by construction.
+The timing loop (runners.time_runs + summarize) is the one edgedet.profiler.measure uses on the host: the same
+warm-up, runs + min_duration_s stopping rule, cooldown, percentiles, spread and throttle flag, by construction.
 """
 from __future__ import annotations
 
@@ -44,58 +49,6 @@ TEGRA_RELEASE = "/etc/nv_tegra_release"  # Jetson: the L4T release
 DT_MODEL = "/proc/device-tree/model"  # Jetson (and other boards): the board name
 RECORD_FIELDS = ("p50_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "spread", "noisy", "runs", "warmup", "batch",
                  "cooldown_ms", "duration_s", "runtime", "device", "note")
-
-
-class Unsupported(Exception):
-    """The device cannot run this (runtime missing, model not loadable): reported as `unsupported: <reason>`."""
-
-
-def _python() -> str:
-    return "python %s at %s" % (platform.python_version(), sys.executable)
-
-
-# --------------------------------------------------------------------------------------------------------- timing
-def time_runs(fn, warmup=10, runs=100, min_duration_s=1.0, cooldown_ms=0.0, max_runs=100000, pin_cpus=None):
-    """Call fn() `warmup` times, then time it until both `runs` calls and `min_duration_s` have passed (at most
-    `max_runs`), sleeping `cooldown_ms` between timed calls. -> (times in ms, total seconds of the timed phase)."""
-    old_aff = None
-    if pin_cpus:
-        old_aff = os.sched_getaffinity(0)
-        os.sched_setaffinity(0, pin_cpus)
-    try:
-        for _ in range(warmup):
-            fn()
-        times = []
-        start = time.perf_counter()
-        while len(times) < runs or (time.perf_counter() - start < min_duration_s and len(times) < max_runs):
-            if cooldown_ms and times:
-                time.sleep(cooldown_ms / 1e3)
-            t = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t) * 1e3)
-        total = time.perf_counter() - start
-    finally:
-        if old_aff is not None:
-            os.sched_setaffinity(0, old_aff)
-    return times, total
-
-
-def summarize(times, total, warmup, batch, cooldown_ms, noise_threshold) -> dict:
-    """Percentiles of timed runs -> the LatencyRecord fields except runtime and device (filled by the caller).
-    spread = (p90 - p10) / p50; noisy when spread > noise_threshold or the last third of the runs is more than 10%
-    slower than the first (thermal throttling), which `note` then says."""
-    import numpy as np
-
-    a = np.asarray(times)
-    p10, p50, p90, p99 = np.percentile(a, [10, 50, 90, 99])
-    spread = float((p90 - p10) / p50) if p50 > 0 else 0.0
-    third = max(len(a) // 3, 1)
-    drift = float(np.median(a[-third:]) / np.median(a[:third]))  # > 1.1: later runs slower (thermal throttling)
-    note = "last third %.2fx the first" % drift if drift > 1.1 else ""
-    return {"p50_ms": float(p50), "p90_ms": float(p90), "p99_ms": float(p99), "mean_ms": float(a.mean()),
-            "min_ms": float(a.min()), "spread": spread, "noisy": bool(spread > noise_threshold or drift > 1.1),
-            "runs": int(len(a)), "warmup": int(warmup), "batch": int(batch), "cooldown_ms": float(cooldown_ms),
-            "duration_s": float(total), "runtime": {}, "device": {}, "note": note}
 
 
 # ---------------------------------------------------------------------------------------------------- device info
@@ -262,15 +215,8 @@ RUNTIME_DISTS = {  # runtime -> the pip distributions that provide it, in the or
 }
 
 
-def _dist_version(dist: str) -> str | None:
-    try:
-        from importlib import metadata
-    except ImportError:  # pragma: no cover - python < 3.8
-        return None
-    try:
-        return metadata.version(dist)
-    except Exception:  # noqa: BLE001 - PackageNotFoundError, broken metadata
-        return None
+def _dist_version(dist: str):
+    return runners().dist_version(dist)
 
 
 def runtime_versions() -> dict:
@@ -283,230 +229,41 @@ def runtime_versions() -> dict:
     return out
 
 
-def _missing(module: str, e: BaseException) -> Unsupported:
-    return Unsupported("%s is not installed on the device (%s; %s: %s)" % (module, _python(), type(e).__name__, e))
+HERE = os.path.dirname(os.path.abspath(__file__))
+RUNNERS_PATHS = (os.path.join(HERE, "runners.py"),  # on a device: uploaded next to this file
+                 os.path.join(HERE, os.pardir, "runtime", "runners.py"))  # in edgedet's own tree
+_RUNNERS = {}
 
 
-def tflite_interpreter():
-    """(Interpreter class, runtime name, version): ai_edge_litert, else tflite_runtime, else tensorflow.lite."""
-    errors = []
-    try:
-        from ai_edge_litert.interpreter import Interpreter
+def runners(expected_sha256=None):
+    """The runner module (runners.py next to this file, else edgedet/runtime/runners.py), loaded once; with
+    `expected_sha256`, its sha256 must match (the host says which file it uploaded)."""
+    path = next((p for p in RUNNERS_PATHS if os.path.isfile(p)), None)
+    if path is None:
+        raise RuntimeError("runners.py is missing next to the agent (%s)" % HERE)
+    if expected_sha256 and sha256(path) != expected_sha256:
+        raise RuntimeError("%s does not match the sha256 edgedet uploaded (changed on the device?)" % path)
+    if path not in _RUNNERS:
+        import importlib.util
 
-        return Interpreter, "ai-edge-litert", _dist_version("ai-edge-litert")
-    except ImportError as e:
-        errors.append(str(e))
-    try:
-        from tflite_runtime.interpreter import Interpreter
-
-        return Interpreter, "tflite-runtime", _dist_version("tflite-runtime") or _dist_version("tflite_runtime")
-    except ImportError as e:
-        errors.append(str(e))
-    try:
-        import tensorflow as tf
-
-        return tf.lite.Interpreter, "tensorflow-lite", tf.__version__
-    except (ImportError, AttributeError) as e:
-        errors.append(str(e))
-    raise Unsupported("no LiteRT interpreter (ai_edge_litert, tflite_runtime or tensorflow) is installed on the "
-                      "device (%s)" % _python())
-
-
-def import_runtime(name: str):
-    """Import a runtime; -> (module or interpreter class, version). Unsupported with the reason when it fails."""
-    try:
-        if name == "onnxruntime":
-            import onnxruntime as m
-
-            return m, m.__version__
-        if name == "openvino":
-            import openvino as m
-
-            return m, m.get_version()
-        if name == "tensorrt":
-            import tensorrt as m
-
-            return m, m.__version__
-    except ImportError as e:
-        raise _missing(name, e) from None
-    if name == "tflite":
-        cls, rt, ver = tflite_interpreter()
-        return cls, "%s %s" % (rt, ver)
-    raise Unsupported("unknown runtime %r" % name)
+        spec = importlib.util.spec_from_file_location("edgedet_runners", path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        _RUNNERS[path] = mod
+    return _RUNNERS[path]
 
 
 def check_runtimes() -> dict:
-    out = {}
+    """Each runtime actually imported: {name: "ok <version>" | "missing: <why>"}."""
+    r, out = runners(), {}
     for name in RUNTIME_DISTS:
         try:
-            out[name] = "ok %s" % import_runtime(name)[1]
-        except Unsupported as e:
+            out[name] = "ok %s" % r.import_runtime(name)[1]
+        except r.Unsupported as e:
             out[name] = "missing: %s" % e
         except Exception as e:  # noqa: BLE001 - a runtime that crashes on import is missing too
             out[name] = "missing: %s: %s" % (type(e).__name__, e)
     return out
-
-
-# --------------------------------------------------------------------------------------------------------- runners
-class OrtRunner:
-    """Mirrors edgedet.backends.onnxruntime.OrtRunner (CPU execution provider, sequential, intra-op threads)."""
-
-    def __init__(self, path, precision, options):
-        import numpy as np
-
-        ort, _ = import_runtime("onnxruntime")
-        self.np = np
-        threads = options.get("threads")
-        so = ort.SessionOptions()
-        so.log_severity_level = 3
-        if threads:
-            so.intra_op_num_threads = threads
-            so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        try:
-            self.sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-        except Exception as e:  # noqa: BLE001 - an op or opset this onnxruntime lacks
-            raise Unsupported("onnxruntime %s on the device cannot load the model: %s" % (ort.__version__, e))
-        self.version, self.precision, self.threads = ort.__version__, precision, threads
-
-    def infer(self, images):
-        return self.sess.run(["boxes", "logits"], {"images": self.np.ascontiguousarray(images, self.np.float32)})
-
-    def info(self):
-        return {"runtime": "onnxruntime", "runtime_version": self.version, "precision": self.precision,
-                "provider": "CPUExecutionProvider", "threads": self.threads}
-
-
-OV_HINT = {"fp32": "f32", "fp16": "f16", "bf16": "bf16", "int8": "f32"}
-
-
-class OVRunner:
-    """Mirrors edgedet.backends.openvino.OVRunner (pinned INFERENCE_PRECISION_HINT, latency hint, one stream)."""
-
-    def __init__(self, path, precision, options):
-        import numpy as np
-
-        ov, version = import_runtime("openvino")
-        self.np = np
-        core = ov.Core()
-        device = options.get("openvino_device", "CPU")
-        cfg = {"INFERENCE_PRECISION_HINT": OV_HINT[precision],
-               "PERFORMANCE_HINT": options.get("openvino_hint", "LATENCY"), "NUM_STREAMS": "1"}
-        if options.get("threads"):
-            cfg["INFERENCE_NUM_THREADS"] = int(options["threads"])
-        if options.get("pin_threads"):
-            cfg["ENABLE_CPU_PINNING"] = True
-        if precision in ("fp16", "bf16"):
-            caps = core.get_property(device, "OPTIMIZATION_CAPABILITIES")
-            if precision.upper() not in caps:
-                raise Unsupported("OpenVINO %s has no native %s (capabilities: %s)" % (device, precision,
-                                                                                      ", ".join(caps)))
-        try:
-            self.model = core.compile_model(path, device, cfg)
-        except Exception as e:  # noqa: BLE001
-            raise Unsupported("OpenVINO %s on the device cannot compile the model for %s: %s" % (version, device, e))
-        self.request = self.model.create_infer_request()
-        self.precision, self.device, self.version = precision, device, version
-
-    def infer(self, images):
-        res = self.request.infer({"images": self.np.ascontiguousarray(images, self.np.float32)}, share_inputs=True)
-        return res["boxes"], res["logits"]
-
-    def info(self):
-        return {"runtime": "openvino", "runtime_version": self.version, "precision": self.precision,
-                "device": self.device,
-                "inference_precision": self.model.get_property("INFERENCE_PRECISION_HINT").to_string(),
-                "threads": int(self.model.get_property("INFERENCE_NUM_THREADS"))}
-
-
-class TFLiteRunner:
-    """Mirrors edgedet.backends.tflite.TFLiteRunner: batch 1 per invoke, NCHW or NHWC input."""
-
-    def __init__(self, path, precision, options, quantization=None):
-        import numpy as np
-
-        cls, self.runtime, self.version = tflite_interpreter()
-        self.threads, self.precision, self.quantization = options.get("threads"), precision, quantization or {}
-        try:
-            self.it = cls(model_path=path, num_threads=int(self.threads) if self.threads else None)
-            self.it.allocate_tensors()
-        except (RuntimeError, ValueError) as e:
-            raise Unsupported("%s %s on the device cannot load the model: %s" % (self.runtime, self.version, e))
-        self.inp = self.it.get_input_details()[0]
-        shape = [int(v) for v in self.inp["shape"]]
-        self.nhwc = shape[3] == 3 and shape[1] != 3
-        outs = self.it.get_output_details()
-        named = {k: d["index"] for d in outs for k in ("boxes", "logits") if k in d["name"].lower()}
-        self.out = (named["boxes"], named["logits"]) if len(named) == 2 else tuple(d["index"] for d in outs[:2])
-        self.np = np
-
-    def infer(self, images):
-        boxes, logits = [], []
-        for i in range(images.shape[0]):
-            x = images[i:i + 1].transpose(0, 2, 3, 1) if self.nhwc else images[i:i + 1]
-            self.it.set_tensor(self.inp["index"], self.np.ascontiguousarray(x))
-            self.it.invoke()
-            boxes.append(self.it.get_tensor(self.out[0]))
-            logits.append(self.it.get_tensor(self.out[1]))
-        return self.np.concatenate(boxes), self.np.concatenate(logits)
-
-    def info(self):
-        return {"runtime": self.runtime, "runtime_version": self.version, "precision": self.precision,
-                "threads": self.threads, "input_layout": "NHWC" if self.nhwc else "NCHW", "batch_per_invoke": 1,
-                "quantization": self.quantization.get("mode", "none")}
-
-
-def _artifact_module(folder: str, name: str):
-    """A helper script shipped inside a TensorRT artifact (build_engine.py, bench_engine.py), imported from there."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("edgedet_" + name, os.path.join(folder, name + ".py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-class TrtRunner:
-    """A model.engine built on this device by build-trt, run through the artifact's bench_engine.EngineSession.
-    Timed like every runner: host wall clock around copy-in, execute, copy-out (see bench_engine.py for CUDA-event
-    GPU time)."""
-
-    def __init__(self, folder, precision, options):
-        import numpy as np
-
-        trt, self.version = import_runtime("tensorrt")
-        engine = os.path.join(folder, "model.engine")
-        if not os.path.isfile(engine):
-            raise RuntimeError("%s not found: build it first (agent.py build-trt)" % engine)
-        self.session = _artifact_module(folder, "bench_engine").EngineSession(engine, int(options.get("batch", 1)))
-        report = os.path.join(folder, "build.json")
-        self.build = {}
-        if os.path.isfile(report):
-            with open(report) as f:
-                self.build = json.load(f)
-        self.precision, self.np = precision, np
-
-    def infer(self, images):
-        return self.session.run(images)
-
-    def info(self):
-        return {"runtime": "tensorrt", "runtime_version": self.version, "precision": self.precision,
-                "gpu": self.build.get("gpu"), "int8_mode": self.build.get("int8_mode"),
-                "timer": "host perf_counter (copy-in + execute_async_v3 + copy-out)"}
-
-
-def load_runner(folder: str, art: dict, options: dict):
-    backend, precision = art["backend"], art["precision"]
-    path = os.path.join(folder, art["model_file"])
-    if backend == "onnxruntime":
-        return OrtRunner(path, precision, options)
-    if backend == "openvino":
-        return OVRunner(path, precision, options)
-    if backend == "tflite":
-        return TFLiteRunner(path, precision, options, art.get("metadata", {}).get("quantization"))
-    if backend == "tensorrt":
-        return TrtRunner(folder, precision, options)
-    raise Unsupported("unknown backend %r in artifact.json" % backend)
 
 
 # -------------------------------------------------------------------------------------------------------- the lock
@@ -574,77 +331,74 @@ def cmd_verify(args, req) -> dict:
     return {"missing": missing, "mismatch": mismatch}
 
 
-def _read_artifact(folder: str) -> dict:
-    with open(os.path.join(folder, "artifact.json")) as f:
-        return json.load(f)
-
-
 def _lock_path(args) -> str:
     return args.lock or os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(args.artifact))), ".lock")
 
 
-def _bench_input(folder: str, art: dict, batch: int):
-    import numpy as np
-
-    r = int(art["metadata"]["resolution"])
-    calib = os.path.join(folder, "calib.npz")
-    if art["backend"] == "tensorrt" and os.path.isfile(calib):  # what bench_engine.py feeds
-        x = np.load(calib)["images"][:1]
-        return np.ascontiguousarray(np.repeat(x, batch, 0), np.float32)
-    return np.random.default_rng(0).random((batch, 3, r, r), dtype=np.float32)  # what LocalDevice feeds
-
-
 def cmd_bench(args, req) -> dict:
-    art = _read_artifact(args.artifact)
-    import_runtime(art["backend"])  # the runtime first: its absence is the reason worth reporting
-    try:
-        import numpy  # noqa: F401
-    except ImportError as e:
-        raise _missing("numpy", e) from None
+    r = runners(args.runners_sha256)
+    art = r.read_artifact(args.artifact)
+    r.import_runtime(art["backend"], " on the device")  # the runtime first: its absence is the reason to report
     options = dict(req.get("runtime") or {}, batch=int(req.get("batch", 1)))
     threads, pin = options.get("threads"), options.get("pin_threads")
     pin_cpus = list(range(int(threads))) if pin and threads else None
+    warmup, batch, cooldown = int(req.get("warmup", 10)), int(req.get("batch", 1)), float(req.get("cooldown_ms", 0))
     # loading (an OpenVINO compile, an engine deserialized) is work on the device too: inside the lock
     with DeviceLock(_lock_path(args), float(req.get("lock_timeout_s", 600))) as lock:
-        runner = load_runner(args.artifact, art, options)
-        x = _bench_input(args.artifact, art, int(req.get("batch", 1)))
+        runner = r.load(args.artifact, art, options)
+        x = r.RUNNERS[art["backend"]].bench_input(args.artifact, art, batch)
         held_from = time.time()
-        times, total = time_runs(lambda: runner.infer(x), warmup=int(req.get("warmup", 10)),
-                                 runs=int(req.get("runs", 100)), min_duration_s=float(req.get("min_duration_s", 1.0)),
-                                 cooldown_ms=float(req.get("cooldown_ms", 0.0)), pin_cpus=pin_cpus)
+        times, total = r.time_runs(lambda: runner.infer(x), warmup=warmup, runs=int(req.get("runs", 100)),
+                                   min_duration_s=float(req.get("min_duration_s", 1.0)), cooldown_ms=cooldown,
+                                   pin_cpus=pin_cpus)
         held_to = time.time()
-    rec = summarize(times, total, int(req.get("warmup", 10)), int(req.get("batch", 1)),
-                    float(req.get("cooldown_ms", 0.0)), float(req.get("noise_threshold", 0.15)))
+    rec = r.summarize(times, total, warmup, batch, cooldown, float(req.get("noise_threshold", 0.15)))
     rec["runtime"] = runner.info()
     rec["device"] = dict(device_info(), lock={"path": lock.path, "waited_s": lock.waited_s, "held_from": held_from,
                                               "held_to": held_to})
     return {"record": rec}
 
 
+def cmd_probe(args, req) -> dict:
+    r = runners(args.runners_sha256)
+    art = r.read_artifact(args.artifact)
+    r.import_runtime(art["backend"], " on the device")
+    options = dict(req.get("runtime") or {}, batch=int(req.get("batch", 1)))
+    with DeviceLock(_lock_path(args), float(req.get("lock_timeout_s", 600))):
+        runner = r.load(args.artifact, art, options)
+        outs = runner.infer(r.RUNNERS[art["backend"]].bench_input(args.artifact, art, int(req.get("batch", 1))))
+    digest = lambda a: hashlib.sha256(r.np.ascontiguousarray(a, r.np.float32).tobytes()).hexdigest()  # noqa: E731
+    return {"runtime": runner.info(), "outputs": {"boxes": digest(outs[0]), "logits": digest(outs[1])}}
+
+
 def cmd_build_trt(args, req) -> dict:
+    r = runners(args.runners_sha256)
+    r.read_artifact(args.artifact)
     try:
         import tensorrt as trt
     except ImportError as e:
-        raise Unsupported("tensorrt is not installed on %s (%s; %s)" % (platform.node(), _python(), e)) from None
+        raise r.Unsupported("tensorrt is not installed on %s (%s; %s)" % (platform.node(), r.python_info(), e)) \
+            from None
     folder = args.artifact
-    engine, report = os.path.join(folder, "model.engine"), os.path.join(folder, "build.json")
+    engine, report = r.confined(folder, "model.engine", "engine"), r.confined(folder, "build.json", "build report")
     if os.path.isfile(engine) and os.path.isfile(report):
         with open(report) as f:
             old = json.load(f)
         if old.get("tensorrt_version") == trt.__version__ and old.get("int8_mode") == req.get("int8_mode", old.get(
                 "int8_mode")):
             return {"build": old, "cached": True}
-    build_engine = _artifact_module(folder, "build_engine")
+    build_engine = r.artifact_module(folder, "build_engine")
     with DeviceLock(_lock_path(args), float(req.get("lock_timeout_s", 600))):
         try:
             rep = build_engine.build(folder, req.get("int8_mode"))
         except build_engine.BuildError as e:
-            raise Unsupported("TensorRT %s could not build the engine on %s: %s" % (trt.__version__,
-                                                                                    platform.node(), e)) from None
+            raise r.Unsupported("TensorRT %s could not build the engine on %s: %s" % (trt.__version__,
+                                                                                      platform.node(), e)) from None
     return {"build": rep, "cached": False}
 
 
-COMMANDS = {"info": cmd_info, "check": cmd_check, "verify": cmd_verify, "bench": cmd_bench, "build-trt": cmd_build_trt}
+COMMANDS = {"info": cmd_info, "check": cmd_check, "verify": cmd_verify, "bench": cmd_bench, "probe": cmd_probe,
+            "build-trt": cmd_build_trt}
 
 
 def parse_args(argv=None):
@@ -655,6 +409,7 @@ def parse_args(argv=None):
     ap.add_argument("--request", default=None, help="JSON request (settings, file hashes), or - for stdin")
     ap.add_argument("--lock", help="lock file held while measuring (default: WORKDIR/.lock)")
     ap.add_argument("--deadline-s", type=float, help="kill this process after that many seconds")
+    ap.add_argument("--runners-sha256", help="refuse runners.py unless its sha256 is this")
     return ap.parse_args(argv)
 
 
@@ -672,18 +427,23 @@ def main(argv=None) -> int:
             req = json.loads(sys.stdin.read() or "{}")
         else:
             req = json.loads(args.request) if args.request else {}
-        if args.command in ("bench", "build-trt") and not args.artifact:
+        if args.command in ("bench", "probe", "build-trt") and not args.artifact:
             raise ValueError("--artifact is required")
         if args.command == "verify" and not args.dir:
             raise ValueError("--dir is required")
         res = dict(status="ok", **COMMANDS[args.command](args, req))
-    except Unsupported as e:
-        res = {"status": "unsupported: %s" % e}
     except Exception as e:  # noqa: BLE001 - reported as one JSON line, never a bare traceback
-        import traceback
+        r = next(iter(_RUNNERS.values()), None)
+        if r is not None and isinstance(e, r.Unsupported):
+            res = {"status": "unsupported: %s" % e}
+        elif r is not None and isinstance(e, r.ArtifactError):
+            res = {"status": "error: %s" % e}
+            code = 1
+        else:
+            import traceback
 
-        res = {"status": "error: %s: %s" % (type(e).__name__, e), "traceback": traceback.format_exc()[-2000:]}
-        code = 1
+            res = {"status": "error: %s: %s" % (type(e).__name__, e), "traceback": traceback.format_exc()[-2000:]}
+            code = 1
     res["agent"] = PROTOCOL
     out.write(json.dumps(res) + "\n")
     out.flush()

@@ -2,17 +2,13 @@
 profiler."""
 from __future__ import annotations
 
-import numpy as np
-
 from ..backends import get_backend
 from ..backends.base import Artifact, Unsupported
 from ..config import TargetSpec
+from ..deploy import runtime_options
 from ..profiler import LatencyRecord, device_info, measure
+from ..runtime import runners
 from .base import Device
-
-
-def runtime_options(t: TargetSpec) -> dict:
-    return t.runtime.model_dump()
 
 
 class LocalDevice(Device):
@@ -40,7 +36,7 @@ class LocalDevice(Device):
                               "not on this machine")
         runner = runner or self.load(artifact, target)
         b = target.benchmark
-        x = np.random.default_rng(0).random((b.batch, 3, artifact.resolution, artifact.resolution), dtype=np.float32)
+        x = runners.RUNNERS[artifact.backend].bench_input(str(artifact.dir), artifact.describe(), b.batch)
         pin = list(range(target.runtime.threads)) if target.runtime.pin_threads and target.runtime.threads else None
         with self.lock:
             rec = measure(lambda: runner.infer(x), warmup=b.warmup, runs=b.runs, min_duration_s=b.min_duration_s,

@@ -6,7 +6,12 @@ Safety and failure rules:
     An unknown host is refused unless the target sets accept_new_host_key (the key is then appended to that file);
     a host whose key changed is always refused ('host key mismatch').
   - every remote command is an argv list quoted element by element with shlex.join (the SSH server runs a command
-    string through the user's shell); file transfers use SFTP paths, which no shell sees.
+    string through the user's shell); values go as --option=VALUE and a relative workdir starting with '-' gets a
+    './' prefix, so no value can become an option; file transfers use SFTP paths, which no shell sees.
+  - the device is not trusted (devices/replies.py): at most 4 MiB of stdout and 64 KiB of stderr are read per
+    command (the command is killed beyond that), every reply is cleaned and checked field by field (types, sizes,
+    finite non-negative latencies, no control characters), and only files the artifact lists in artifact.json,
+    resolved inside its folder, are ever uploaded, whatever the device says is missing.
   - connecting is retried with exponential backoff (CONNECT_TRIES); a connection lost during a command is
     re-established once and the command repeated; what still fails is a DeviceError naming user@host:port and the
     step. Commands time out after SSHHost.command_timeout_s (the agent also kills itself at that deadline).
@@ -16,7 +21,9 @@ Safety and failure rules:
     entries for one machine with different workdirs are two measuring slots on it (`edgedet device check` warns).
 
 Remote layout (WORKDIR relative to the login's home unless absolute; a leading ~/ means the home):
-    WORKDIR/agent-<sha12>.py               this agent (named by its content: edgedet versions can share a workdir)
+    WORKDIR/agent-<sha12>/agent.py         the agent and the runner module it runs artifacts with (the folder is named
+    WORKDIR/agent-<sha12>/runners.py       by their content, so edgedet versions can share a workdir; the agent checks
+                                           runners.py against the sha256 passed on its command line)
     WORKDIR/artifacts/<sha16>/...          an artifact's files (<sha16>: sha256 of its artifact.json)
     WORKDIR/.lock                          the measurement lock
 """
@@ -28,11 +35,12 @@ import hashlib
 import json
 import os
 import posixpath
+import re
 import shlex
 import threading
 import time
 import uuid
-from dataclasses import fields
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..backends import get_backend
@@ -40,6 +48,8 @@ from ..backends.base import ARTIFACT_JSON, Artifact, Unsupported, sha256
 from ..config import SSHHost, TargetSpec
 from ..errors import EdgedetError, MissingExtraError
 from ..profiler import LatencyRecord
+from ..runtime import runners
+from . import replies
 from .base import Device, DeviceError
 
 try:
@@ -48,6 +58,7 @@ except ImportError:  # pragma: no cover - the `ssh` extra
     raise MissingExtraError("asyncssh", "ssh", "devices over SSH") from None
 
 AGENT = Path(__file__).with_name("agent.py")
+RUNNERS = Path(__file__).resolve().parents[1] / "runtime" / "runners.py"
 CONNECT_TRIES = 3  # connection attempts, waiting BACKOFF_S, 2 * BACKOFF_S, ... between them
 BACKOFF_S = 0.5
 KEEPALIVE_S = 5.0  # a silently vanished device (Wi-Fi gone) is noticed after about 3 keepalives
@@ -61,6 +72,34 @@ class _ConnectionLost(Exception):
 
 class _Timeout(Exception):
     """A command ran past its timeout and was killed."""
+
+
+class _TooMuch(Exception):
+    """A command printed more than edgedet reads from a device and was killed."""
+
+
+@dataclass
+class _Completed:
+    stdout: str
+    stderr: str
+    exit_status: int | None
+    exit_signal: tuple | None
+
+
+async def _read(stream, limit: int, line: bool = False) -> tuple[str, bool]:
+    """(what `stream` gave until EOF, or until the first newline when `line`; at most `limit` characters, True when
+    there was more)."""
+    chunks, n = [], 0
+    while True:
+        data = await stream.read(1 if line else 65536)
+        if not data:
+            return "".join(chunks), False
+        chunks.append(data)
+        n += len(data)
+        if n > limit:
+            return "".join(chunks)[:limit], True
+        if line and data == "\n":
+            return "".join(chunks), False
 
 
 # Constant shell programs; every value reaches them as a positional parameter ("$@", "$1"), never as code.
@@ -98,10 +137,12 @@ def _shared_lock(key: tuple) -> threading.Lock:
 
 
 def _home_relative(path: str) -> str:
-    """The remote path as both SFTP and the login shell's cwd see it: '~/x' -> 'x' (relative to the home)."""
+    """The remote path as both SFTP and the login shell's cwd see it: '~/x' -> 'x' (relative to the home); a relative
+    path starting with '-' gets './' (never an option of the commands it is passed to)."""
     if path in ("~", "~/"):
         return "."
-    return path[2:] if path.startswith("~/") else path
+    path = path[2:] if path.startswith("~/") else path
+    return "./" + path if path.startswith("-") else path
 
 
 # ---------------------------------------------------------------------------------------------- host key policy
@@ -154,7 +195,10 @@ class SSHDevice(Device):
         self.key_path = Path(os.path.expanduser(host.key)) if host.key else None
         self.connect_tries, self.backoff_s = connect_tries, backoff_s
         self.lock_path = posixpath.join(self.workdir, ".lock")
-        self.agent_path = posixpath.join(self.workdir, f"agent-{sha256(AGENT)[:12]}.py")
+        self.runners_sha256 = sha256(RUNNERS)
+        tag = hashlib.sha256((sha256(AGENT) + self.runners_sha256).encode()).hexdigest()[:12]
+        self.agent_dir = posixpath.join(self.workdir, f"agent-{tag}")
+        self.agent_path = posixpath.join(self.agent_dir, "agent.py")
         self._conn = None
         self._conn_guard = threading.Lock()
         self._ready: set[str] = set()  # artifacts verified on the device over the current connection
@@ -201,7 +245,8 @@ class SSHDevice(Device):
                               f"(add the public key to ~{h.user}/.ssh/authorized_keys there)") from None
         try:  # once per connection: the workdir and the agent (atomically replaced: other runs may be using it)
             async with conn.start_sftp_client() as sftp:
-                await sftp.makedirs(self.workdir, exist_ok=True)
+                await sftp.makedirs(self.agent_dir, exist_ok=True)
+                await self._put(sftp, RUNNERS, posixpath.join(self.agent_dir, "runners.py"))
                 await self._put(sftp, AGENT, self.agent_path)
         except asyncssh.SFTPConnectionLost:
             conn.close()
@@ -261,6 +306,9 @@ class SSHDevice(Device):
             except (_Timeout, asyncio.TimeoutError):
                 raise DeviceError(f"{self.address}: {what} timed out after {timeout:g} s (command_timeout_s); the "
                                   "command was killed") from None
+            except _TooMuch as e:
+                raise DeviceError(f"{self.address}: {what}: the device answered {e}; the command was killed") \
+                    from None
             except (_ConnectionLost, *LOST) as e:
                 self._drop()
                 lost = f"{what} ({type(e).__name__}: {e})" if str(e) else f"{what} ({type(e).__name__})"
@@ -279,50 +327,59 @@ class SSHDevice(Device):
             await sftp.rename(tmp, remote)
 
     @staticmethod
-    async def _exec(conn, argv: list[str], stdin: str, timeout: float):
-        """Run argv (each element quoted) with `stdin`; on timeout kill its whole process group on the device (an
-        SSH 'signal' request is not enough: OpenSSH refuses it for root logins) and raise _Timeout."""
+    async def _exec(conn, argv: list[str], stdin: str, timeout: float) -> "_Completed":
+        """Run argv (each element quoted) with `stdin`, reading at most MAX_REPLY_BYTES of stdout and
+        MAX_STDERR_BYTES of stderr; on timeout or too much output kill its whole process group on the device (an SSH
+        'signal' request is not enough: OpenSSH refuses it for root logins) and raise _Timeout / _TooMuch."""
         proc = await conn.create_process(shlex.join(["sh", "-c", _PID_WRAPPER, "sh", *argv]), input=stdin,
                                          encoding="utf-8", errors="replace")
         t0, pid = time.monotonic(), None
-        try:
-            first = await asyncio.wait_for(proc.stderr.readline(), timeout)
-            if first.startswith("edgedet-pid "):
-                pid = int(first.split()[1])
-            r = await proc.wait(timeout=max(0.1, timeout - (time.monotonic() - t0)))
-        except asyncio.TimeoutError:  # asyncssh.TimeoutError too
+        left = lambda: max(0.1, timeout - (time.monotonic() - t0))  # noqa: E731
+
+        async def kill() -> None:
             if pid is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(conn.run(shlex.join(["sh", "-c", _KILL_GROUP, "sh", str(pid)])), 10)
             proc.close()
+
+        try:
+            first, _ = await asyncio.wait_for(_read(proc.stderr, 4096, line=True), timeout)
+            m = re.fullmatch(r"edgedet-pid (\d{1,10})\n", first)
+            pid = int(m.group(1)) if m else None
+            out, err = await asyncio.wait_for(asyncio.gather(_read(proc.stdout, replies.MAX_REPLY_BYTES),
+                                                             _read(proc.stderr, replies.MAX_STDERR_BYTES)), left())
+            if out[1] or err[1]:
+                await kill()
+                raise _TooMuch(f"more than {replies.MAX_REPLY_BYTES >> 20} MiB on stdout" if out[1] else
+                               f"more than {replies.MAX_STDERR_BYTES >> 10} KiB on stderr")
+            r = await proc.wait(timeout=left())
+        except asyncio.TimeoutError:  # asyncssh.TimeoutError too
+            await kill()
             raise _Timeout() from None
         if r.exit_status is None and r.exit_signal is None:
             raise _ConnectionLost("the command ended without an exit status")
-        return r
+        return _Completed(out[0], ("" if m else first) + err[0], r.exit_status, r.exit_signal)
 
     def _agent(self, command: str, args: list[str], request: dict, what: str | None = None) -> dict:
         """Run `python agent.py COMMAND ARGS --request - ` with `request` on stdin; the agent's JSON answer.
         'unsupported: ...' is raised as Unsupported, 'error: ...' and anything unparsable as DeviceError."""
         what = what or command
         t = self.host.command_timeout_s
-        argv = [self.host.python, self.agent_path, command, *args, "--request", "-", "--deadline-s", f"{t:g}"]
+        argv = [self.host.python, self.agent_path, command, *args, "--request", "-", "--deadline-s", f"{t:g}",
+                f"--runners-sha256={self.runners_sha256}"]
         grace = min(5.0, max(0.5, 0.25 * t))  # the agent's own alarm fires first
         r = self._call(what, lambda conn: self._exec(conn, argv, json.dumps(request), t + grace), t)
-        lines = (r.stdout or "").strip().splitlines()
-        try:
-            res = json.loads(lines[-1]) if lines else None
-        except json.JSONDecodeError:
-            res = None
-        if not isinstance(res, dict) or "status" not in res:
+        res = replies.parse(r.stdout)
+        if res is None:
             sig = r.exit_signal[0] if r.exit_signal else None
             if sig == "ALRM":
                 raise DeviceError(f"{self.address}: {what} timed out after {t:g} s (command_timeout_s); the agent "
                                   "was stopped by its deadline")
             how = f"exit status {r.exit_status}" if r.exit_status is not None else f"killed by signal {sig}"
-            err = " | ".join((r.stderr or "").strip().splitlines()[-3:]) or "no output"
+            err = " | ".join(r.stderr.strip().splitlines()[-3:]) or "no output"
             raise DeviceError(f"{self.address}: {what}: the agent (python {self.host.python!r}) gave no result "
-                              f"({how}): {err}")
-        status = str(res["status"])
+                              f"({replies.text(how, 100)}): {replies.text(err, 500)}")
+        status = res["status"]
         if status.startswith("unsupported: "):
             raise Unsupported(status[len("unsupported: "):])
         if status != "ok":
@@ -344,10 +401,17 @@ class SSHDevice(Device):
         if aid in self._ready:
             return rdir
         manifest = dict(artifact.files, **{ARTIFACT_JSON: sha256(artifact.dir / ARTIFACT_JSON)})
-        check = lambda: self._agent("verify", ["--dir", rdir], {"files": manifest},  # noqa: E731
-                                    f"sha256 check of {artifact.dir.name}")
-        res = check()
-        todo = res["missing"] + res["mismatch"]
+        local = {rel: Path(runners.confined(str(artifact.dir), rel, f"{artifact.dir}/artifact.json: files key"))
+                 for rel in manifest}  # only these files are ever sent, whatever the device answers
+        what = f"sha256 check of {artifact.dir.name}"
+
+        def check() -> list[str]:
+            res = self._agent("verify", [f"--dir={rdir}"], {"files": manifest}, what)
+            where = f"{self.address}: {what}"
+            return (replies.file_list(res, "missing", manifest, where)
+                    + replies.file_list(res, "mismatch", manifest, where))
+
+        todo = check()
         if todo:
             changed = artifact.verify()
             if changed:
@@ -356,10 +420,10 @@ class SSHDevice(Device):
             async def send(conn):
                 try:
                     async with conn.start_sftp_client() as sftp:
-                        for rel in todo:
-                            dst = posixpath.join(rdir, *Path(rel).parts)
+                        for rel in dict.fromkeys(todo):
+                            dst = posixpath.join(rdir, *rel.split("/"))
                             await sftp.makedirs(posixpath.dirname(dst), exist_ok=True)
-                            await self._put(sftp, artifact.dir / rel, dst)
+                            await self._put(sftp, local[rel], dst)
                 except asyncssh.SFTPConnectionLost:
                     raise
                 except asyncssh.SFTPError as e:
@@ -369,8 +433,7 @@ class SSHDevice(Device):
             self._call(f"upload of {artifact.dir.name}",
                        lambda conn: asyncio.wait_for(send(conn), self.host.command_timeout_s),
                        self.host.command_timeout_s)
-            res = check()
-            bad = res["missing"] + res["mismatch"]
+            bad = check()
             if bad:
                 raise DeviceError(f"{self.address}: upload of {artifact.dir.name} does not match its sha256 on the "
                                   f"device: {', '.join(bad)}")
@@ -388,22 +451,37 @@ class SSHDevice(Device):
         if aid not in self._built:
             rdir = self.upload(artifact)
             req = dict(self._request(target), int8_mode=target.runtime.trt_int8_mode)
+            what = f"TensorRT engine build of {artifact.dir.name}"
             with self.lock:
-                res = self._agent("build-trt", ["--artifact", rdir, "--lock", self.lock_path], req,
-                                  f"TensorRT engine build of {artifact.dir.name}")
-            self._built[aid] = res["build"]
+                res = self._agent("build-trt", [f"--artifact={rdir}", f"--lock={self.lock_path}"], req, what)
+            self._built[aid] = replies.mapping(res, "build", f"{self.address}: {what}")
         return self._built[aid]
+
+    def probe(self, artifact: Artifact, target: TargetSpec) -> dict:
+        """The agent's runner loaded with the target's options and run once on the bench input (seeded noise):
+        {"runtime": its info() with the settings in effect, "outputs": sha256 of the float32 boxes / logits}."""
+        self.prepare(artifact, target)
+        what = f"probe of {artifact.dir.name}"
+        with self.lock:
+            res = self._agent("probe", [f"--artifact={self.remote_dir(artifact)}", f"--lock={self.lock_path}"],
+                              self._request(target), what)
+        where = f"{self.address}: {what}"
+        return {"runtime": replies.mapping(res, "runtime", where), "outputs": replies.mapping(res, "outputs", where)}
 
     # -------------------------------------------------------------------------------------- Device interface
     def info(self) -> dict:
-        res = self._agent("info", [], {})
-        return dict(res["info"], runtimes=res["runtimes"], ssh=self.address, workdir=self.workdir,
-                    python_executable=res["python_executable"])
+        res, where = self._agent("info", [], {}), f"{self.address}: info"
+        return dict(replies.device_info(res, where), runtimes=replies.mapping(res, "runtimes", where),
+                    ssh=self.address, workdir=self.workdir,
+                    python_executable=replies.string(res, "python_executable", where))
 
     def check(self, target: TargetSpec) -> dict:
-        res = self._agent("check", [], {})
-        runtimes = res["runtimes"]
-        state = str(runtimes.get(target.backend, ""))
+        res, where = self._agent("check", [], {}), f"{self.address}: check"
+        runtimes = replies.mapping(res, "runtimes", where)
+        replies.device_info(res, where)
+        replies.string(res, "python_executable", where)
+        state = runtimes.get(target.backend)
+        state = state if isinstance(state, str) else ""
         return {"device": self.name, "address": self.address, "workdir": self.workdir,
                 "python": res["python_executable"], "numpy": res.get("numpy"), "info": res["info"],
                 "runtimes": runtimes, "backend_ok": state.startswith("ok"),
@@ -418,13 +496,10 @@ class SSHDevice(Device):
     def measure(self, artifact: Artifact, target: TargetSpec) -> LatencyRecord:
         self.prepare(artifact, target)
         rdir = self.remote_dir(artifact)
+        what = f"benchmark of {artifact.dir.name}"
         with self.lock:
-            res = self._agent("bench", ["--artifact", rdir, "--lock", self.lock_path], self._request(target),
-                              f"benchmark of {artifact.dir.name}")
-        rec = res.get("record") or {}
-        names = [f.name for f in fields(LatencyRecord)]
-        if set(names) - set(rec):
-            raise DeviceError(f"{self.address}: the agent's record lacks {sorted(set(names) - set(rec))}")
-        out = LatencyRecord(**{k: rec[k] for k in names})
+            res = self._agent("bench", [f"--artifact={rdir}", f"--lock={self.lock_path}"], self._request(target),
+                              what)
+        out = replies.record(res, f"{self.address}: {what}")
         out.device.update(ssh=self.address, workdir=self.workdir)
         return out

@@ -1,16 +1,19 @@
-"""Pre- and post-processing of edgedet detectors, numpy only. This file is copied verbatim into every generated
-runtime module, and edgedet's own evaluator and calibration use it too, so all paths agree.
+"""Pre- and post-processing of edgedet detectors, numpy only. This file is copied verbatim into every artifact's
+Python runtime, and edgedet's own evaluator and calibration use it too, so all paths agree.
 
-preprocess: uint8 RGB image [H,W,3] -> float32 [1,3,R,R] in [0,1], stretched (bilinear, half-pixel centres,
-no antialias: the same sampling as torch's F.interpolate(mode="bilinear", align_corners=False)).
+preprocess: uint8 RGB image [H,W,3] -> float32 [1,3,R,R] in [0,1], stretched (bilinear, half-pixel centres, no
+antialias: the sampling of torch's F.interpolate(mode="bilinear", align_corners=False), within 1e-4).
 postprocess: boxes [B,Q,4] normalised cxcywh + logits [B,Q,C] -> per image the top-k over queries x classes by
 score (RF-DETR style: no per-query argmax, no NMS), boxes xyxy in pixels of the original image (stretched, not
 letterboxed: x scales by its width, y by its height), clipped.
 """
 import numpy as np
 
+_TABLES: dict = {}  # (H, W, R, uint8?) -> resize tables; the last few sizes only
+
 
 def _axis_weights(n_out: int, n_in: int):
+    """Source indices (i0, i1) and float32 weights (w0, w1) of one axis: half-pixel centres, clamped at the border."""
     x = (np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5
     x = np.clip(x, 0, None)
     i0 = np.minimum(np.floor(x).astype(np.int64), n_in - 1)
@@ -19,21 +22,43 @@ def _axis_weights(n_out: int, n_in: int):
     return i0, i1, 1.0 - w1, w1
 
 
-def resize_bilinear(img: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
-    """float32 [H,W,C] -> [out_h,out_w,C]; matches torch bilinear with align_corners=False, antialias=False."""
-    y0, y1, wy0, wy1 = _axis_weights(out_h, img.shape[0])
-    x0, x1, wx0, wx1 = _axis_weights(out_w, img.shape[1])
-    rows = img[y0] * wy0[:, None, None] + img[y1] * wy1[:, None, None]
-    return rows[:, x0] * wx0[None, :, None] + rows[:, x1] * wx1[None, :, None]
+def _tables(h: int, w: int, r: int, scale_255: bool):
+    key = (h, w, r, scale_255)
+    if key not in _TABLES:
+        if len(_TABLES) >= 8:
+            _TABLES.pop(next(iter(_TABLES)))
+        y0, y1, wy0, wy1 = _axis_weights(r, h)
+        x0, x1, wx0, wx1 = _axis_weights(r, w)
+        if scale_255:  # uint8 input: the division by 255 is folded into the column weights
+            wx0, wx1 = wx0 / np.float32(255), wx1 / np.float32(255)
+        _TABLES[key] = (y0, y1, wy0[:, None, None], wy1[:, None, None], x0, x1, wx0, wx1)
+    return _TABLES[key]
 
 
 def preprocess(rgb: np.ndarray, resolution: int) -> np.ndarray:
-    """uint8 (or float in [0,1]) RGB [H,W,3] -> float32 [1,3,R,R] RGB in [0,1]."""
-    img = rgb.astype(np.float32) / 255.0 if rgb.dtype == np.uint8 else rgb.astype(np.float32)
-    if img.ndim != 3 or img.shape[2] != 3:
-        raise ValueError(f"expected an RGB image [H,W,3], got shape {img.shape}")
-    out = resize_bilinear(img, resolution, resolution)
-    return np.ascontiguousarray(out.transpose(2, 0, 1)[None], dtype=np.float32)
+    """uint8 (or float in [0,1]) RGB [H,W,3] -> float32 [1,3,R,R] RGB in [0,1].
+
+    The arithmetic, in float32 and in this order (the C++ runtime's detector.cpp does the same, so both give the
+    same tensor bit for bit): rows  r = v[y0] * wy0 + v[y1] * wy1   (v: the pixel as float, 0..255 for uint8),
+    then  out = r[x0] * wx0' + r[x1] * wx1'  with wx' = wx / 255 for uint8 input (wx for float input). The index and
+    weight tables are computed once per input size."""
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] < 1 or rgb.shape[1] < 1:
+        raise ValueError(f"expected an RGB image [H,W,3], got shape {rgb.shape}")
+    if rgb.dtype != np.uint8 and not np.issubdtype(rgb.dtype, np.floating):
+        raise ValueError(f"expected a uint8 (0..255) or float ([0,1]) image, got {rgb.dtype}")
+    r = int(resolution)
+    u8 = rgb.dtype == np.uint8
+    img = rgb if u8 else rgb.astype(np.float32, copy=False)
+    y0, y1, wy0, wy1, x0, x1, wx0, wx1 = _tables(rgb.shape[0], rgb.shape[1], r, u8)
+    rows = np.multiply(img.take(y0, axis=0), wy0, dtype=np.float32)
+    rows += np.multiply(img.take(y1, axis=0), wy1, dtype=np.float32)
+    chw = np.ascontiguousarray(rows.transpose(2, 0, 1))  # [3,R,W]: the column gathers run along the last axis
+    out = chw.take(x0, axis=2)
+    out *= wx0
+    right = chw.take(x1, axis=2)
+    right *= wx1
+    out += right
+    return out[None]
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -59,8 +84,9 @@ def postprocess(boxes: np.ndarray, logits: np.ndarray, sizes, topk: int = 100,
     """Raw outputs -> per-image detections.
 
     boxes [B,Q,4] normalised cxcywh, logits [B,Q,C], sizes: B original (H, W). For each image, the K = min(topk,
-    Q*C) highest (query, class) pairs (those with score > threshold) over the flattened index f = q*C + c, in descending score order (ties: lower f
-    first; ranking is done on the logits, so saturated sigmoids do not tie). Returns B dicts:
+    Q*C) highest (query, class) pairs (those with score > threshold) over the flattened index f = q*C + c, in
+    descending score order (ties: lower f first; ranking is done on the logits, so saturated sigmoids do not tie).
+    Returns B dicts:
     boxes float32 [K,4] xyxy pixels clipped to the image, scores float32 [K] in (0,1), labels int64 [K] (= f % C),
     queries int64 [K] (= f // C, the query each detection came from).
     """

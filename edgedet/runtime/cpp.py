@@ -1,33 +1,44 @@
 """The C++ runtime written next to each artifact: a CMake project (DIR/runtime/cpp) with the library
 edgedet::Detector (include/edgedet/detector.hpp, src/detector.cpp: core.py's pre/post-processing in C++), the engine
 of the artifact's backend (src/engine_<backend>.cpp) and an example (examples/main.cpp). Its constants are written
-into include/edgedet/config.hpp from runtime_config(), the same source as the Python runtime's."""
+into include/edgedet/config.hpp from detector.runtime_config() (artifact.json: the same source the Python runtime reads
+at run time) and the runner module's settings for the recorded runtime options (runners.RUNNERS[backend].settings):
+numbers formatted by Python, names and paths as C++ string literals in which every byte outside printable ASCII, and
+every quote, backslash and question mark, is an octal escape (with its length, so NUL bytes survive). The other
+templates only receive values from fixed sets (backend, precision, a validated subnet id, the SDK table below)."""
 from __future__ import annotations
 
 import os
 import re
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from ..checkpoint import atomic_write
 from ..errors import ConfigError, EdgedetError, ToolchainError
-from .render import HERE, runtime_config
+from . import runners
+from .detector import runtime_config
+from .render import HERE
 
 TEMPLATES = HERE / "templates" / "cpp"
-BACKENDS = ("openvino", "onnxruntime", "tensorrt")
 STATIC = ("include/edgedet/detector.hpp", "src/detector.cpp", "src/engine.hpp", "examples/main.cpp")
 LOG = "edgedet-build.log"
-TRT_ENGINE = "model.engine"  # written on the device by build_engine.py (backends/tensorrt.py)
 
 
 def cpp_string(s: str) -> str:
-    """A C++ string literal for `s` (UTF-8; quotes, backslashes and non-printable bytes escaped in octal)."""
+    """A C++ string literal for `s` (UTF-8, lone surrogates kept as their 3-byte form); quotes, backslashes, question
+    marks (trigraphs) and every byte outside printable ASCII are octal escapes, so no value can end the literal."""
     out = []
-    for b in s.encode("utf-8"):
-        ch = chr(b)
-        out.append("\\" + ch if ch in '"\\' else ch if 0x20 <= b < 0x7F else f"\\{b:03o}")
+    for b in s.encode("utf-8", "surrogatepass"):
+        out.append(chr(b) if 0x20 <= b < 0x7F and chr(b) not in '"\\?' else f"\\{b:03o}")
     return '"' + "".join(out) + '"'
+
+
+def cpp_string_view(s: str) -> str:
+    """A constexpr std::string_view of `s` with its byte length (embedded NUL bytes included)."""
+    return f"std::string_view({cpp_string(s)}, {len(s.encode('utf-8', 'surrogatepass'))})"
 
 
 def cpp_float(x: float) -> str:
@@ -36,58 +47,36 @@ def cpp_float(x: float) -> str:
 
 
 def fill(text: str, values: dict[str, str]) -> str:
-    """Replace @NAME@ placeholders; every placeholder of the template must have a value."""
-    out = re.sub(r"@([A-Z_]+)@", lambda m: values[m.group(1)] if m.group(1) in values else m.group(0), text)
-    left = sorted(set(re.findall(r"@([A-Z_]+)@", out)))
-    if left:
-        raise EdgedetError(f"C++ template placeholders without a value: {', '.join(left)}")
-    return out
+    """Replace the template's @NAME@ placeholders (each must have a value; inserted values are not scanned again)."""
+    missing = sorted(set(re.findall(r"@([A-Z_]+)@", text)) - set(values))
+    if missing:
+        raise EdgedetError(f"C++ template placeholders without a value: {', '.join(missing)}")
+    return re.sub(r"@([A-Z_]+)@", lambda m: values[m.group(1)], text)
+
+
+@dataclass(frozen=True)
+class CppEngine:
+    """What the C++ project of one backend needs: the model file its engine loads (None: the artifact's model_file),
+    a hint for 'model not found', the CMake configure hint printed in README/CMakeLists, and the SDK lookup."""
+
+    model_file: str | None
+    model_hint: str
+    configure_hint: str
+    sdk: Callable[[], tuple[list[str], str | None]]
 
 
 def unsupported_reason(backend: str) -> str | None:
-    if backend in BACKENDS:
+    if backend in ENGINES:
         return None
-    return f"unsupported: no C++ runtime for {backend} (C++ runtimes: {', '.join(BACKENDS)})"
-
-
-def _model_file(artifact) -> tuple[str, str]:
-    """(model file relative to the artifact folder, hint appended to 'not found')."""
-    if artifact.backend == "tensorrt":
-        return TRT_ENGINE, " (TensorRT engines are built on the device: cd ARTIFACT && python3 build_engine.py)"
-    return artifact.model_file, " (is this the artifact folder edgedet compile wrote?)"
+    return f"unsupported: no C++ runtime for {backend} (C++ runtimes: {', '.join(ENGINES)})"
 
 
 def render_cpp(artifact) -> Path:
     """Write DIR/runtime/cpp (CMakeLists.txt, include/, src/, examples/, README.md) for the artifact's backend,
     replacing any earlier project there (and its build folder); returns that folder. Raises Unsupported for a
     backend without a C++ engine (LiteRT)."""
-    from ..backends.base import Unsupported
-
-    reason = unsupported_reason(artifact.backend)
-    if reason:
-        raise Unsupported(reason.removeprefix("unsupported: "))
     out = artifact.dir / "runtime" / "cpp"
-    model_file, hint = _model_file(artifact)
-    cfg = runtime_config(artifact, model_file)
-    names = cfg["class_names"]
-    values = {
-        "SUBNET": cpp_string(cfg["subnet"]), "BACKEND": cpp_string(cfg["backend"]),
-        "PRECISION": cpp_string(cfg["precision"]), "MODEL_FILE": cpp_string(model_file),
-        "MODEL_HINT": cpp_string(hint), "INFERENCE_PRECISION_HINT": cpp_string(cfg["inference_precision_hint"]),
-        "RESOLUTION": str(cfg["resolution"]), "NUM_QUERIES": str(cfg["num_queries"]),
-        "NUM_CLASSES": str(cfg["num_classes"]), "THRESHOLD": cpp_float(cfg["threshold"]), "TOPK": str(cfg["topk"]),
-        "NUM_CLASS_NAMES": str(len(names)), "CLASS_NAMES": ", ".join(map(cpp_string, names)) or '""',
-    }
-    plain = {"SUBNET": cfg["subnet"], "BACKEND": artifact.backend, "PRECISION": artifact.precision,
-             "CONFIGURE_HINT": configure_hint(artifact.backend), "MODEL_FILE": model_file,
-             "RESOLUTION": str(cfg["resolution"])}
-    files = {p: (TEMPLATES / p).read_text() for p in STATIC}
-    files[f"src/engine_{artifact.backend}.cpp"] = (TEMPLATES / "src" / f"engine_{artifact.backend}.cpp").read_text()
-    files["include/edgedet/config.hpp"] = fill((TEMPLATES / "include/edgedet/config.hpp.tmpl").read_text(), values)
-    backend_cmake = (TEMPLATES / "cmake" / f"{artifact.backend}.cmake").read_text()
-    files["CMakeLists.txt"] = fill((TEMPLATES / "CMakeLists.txt.tmpl").read_text(),
-                                   dict(plain, BACKEND_CMAKE=backend_cmake))
-    files["README.md"] = fill((TEMPLATES / "README.md.tmpl").read_text(), plain)
+    files = project_files(artifact)
     if out.is_dir():  # the project is generated whole: no stale engine or build of an earlier model survives
         shutil.rmtree(out)
     for rel, text in files.items():
@@ -95,10 +84,47 @@ def render_cpp(artifact) -> Path:
     return out
 
 
-def configure_hint(backend: str) -> str:
-    return {"openvino": '-DOpenVINO_DIR=$(python3 -c "import openvino.utils as u; print(u.get_cmake_path())")',
-            "onnxruntime": "-DONNXRUNTIME_ROOT=/path/to/onnxruntime-sdk",
-            "tensorrt": "(on the device; -DTENSORRT_ROOT=... if TensorRT is not in /usr)"}[backend]
+def project_files(artifact) -> dict[str, str]:
+    """{relative path: text} of the C++ project for `artifact` (deterministic: the same artifact.json gives the same
+    files)."""
+    from ..backends.base import Unsupported
+
+    reason = unsupported_reason(artifact.backend)
+    if reason:
+        raise Unsupported(reason.removeprefix("unsupported: "))
+    eng = ENGINES[artifact.backend]
+    cfg = runtime_config(artifact.describe())
+    model_file = eng.model_file or cfg["model_file"]
+    opts = cfg["runtime_options"]
+    ov = runners.OVRunner.settings(artifact.precision, runners.runtime_options("openvino", opts))
+    ort = runners.OrtRunner.settings(artifact.precision, opts)
+    names, ids = cfg["class_names"], cfg["category_ids"]
+    values = {
+        "SUBNET": cpp_string(cfg["subnet"]), "BACKEND": cpp_string(cfg["backend"]),
+        "PRECISION": cpp_string(cfg["precision"]), "MODEL_FILE": cpp_string(model_file),
+        "MODEL_HINT": cpp_string(eng.model_hint), "RESOLUTION": str(cfg["resolution"]),
+        "NUM_QUERIES": str(cfg["num_queries"]), "NUM_CLASSES": str(cfg["num_classes"]),
+        "THRESHOLD": cpp_float(cfg["threshold"]), "TOPK": str(cfg["topk"]),
+        "THREADS": str(int(opts.get("threads") or 0)),
+        "OPENVINO_DEVICE": cpp_string(ov["device"]), "OPENVINO_HINT": cpp_string(ov["config"]["PERFORMANCE_HINT"]),
+        "INFERENCE_PRECISION_HINT": cpp_string(ov["config"]["INFERENCE_PRECISION_HINT"]),
+        "NUM_STREAMS": str(int(ov["config"]["NUM_STREAMS"])),
+        "CPU_PINNING": "true" if ov["config"].get("ENABLE_CPU_PINNING") else "false",
+        "INTER_OP_THREADS": str(int(ort["inter_op_num_threads"])),
+        "NUM_CLASS_NAMES": str(len(names)), "CLASS_NAMES": ", ".join(map(cpp_string_view, names)) or "{}",
+        "HAS_CATEGORY_IDS": "true" if ids is not None else "false",
+        "CATEGORY_IDS": ", ".join(str(int(i)) for i in ids) if ids else "0",
+    }
+    plain = {"SUBNET": cfg["subnet"], "BACKEND": artifact.backend, "PRECISION": artifact.precision,
+             "CONFIGURE_HINT": eng.configure_hint, "RESOLUTION": str(cfg["resolution"])}
+    files = {p: (TEMPLATES / p).read_text() for p in STATIC}
+    files[f"src/engine_{artifact.backend}.cpp"] = (TEMPLATES / "src" / f"engine_{artifact.backend}.cpp").read_text()
+    files["include/edgedet/config.hpp"] = fill((TEMPLATES / "include/edgedet/config.hpp.tmpl").read_text(), values)
+    backend_cmake = (TEMPLATES / "cmake" / f"{artifact.backend}.cmake").read_text()
+    files["CMakeLists.txt"] = fill((TEMPLATES / "CMakeLists.txt.tmpl").read_text(),
+                                   dict(plain, BACKEND_CMAKE=backend_cmake))
+    files["README.md"] = fill((TEMPLATES / "README.md.tmpl").read_text(), plain)
+    return files
 
 
 # ------------------------------------------------------------------------------------------------------ building
@@ -112,11 +138,22 @@ def project_dir(path: Path) -> Path:
                       f"edgedet compile ... --runtime cpp")
 
 
-def project_backend(project: Path) -> str:
-    m = re.search(r'kBackend = "([a-z]+)"', (project / "include" / "edgedet" / "config.hpp").read_text())
-    if not m or m.group(1) not in BACKENDS:
-        raise ConfigError(f"{project}: include/edgedet/config.hpp names no known backend")
-    return m.group(1)
+def checked_project(path: Path):
+    """(project folder, its Artifact) after checking that every file of the project is exactly what this edgedet
+    renders for the artifact's artifact.json (validated): CMake runs a project's code at configure time, so a
+    project from elsewhere (or edited) is refused rather than built. ConfigError names the first file that differs."""
+    from ..backends.base import Artifact
+
+    project = project_dir(path)
+    art = Artifact.open(project.parent.parent)
+    if (art.dir / "runtime" / "cpp").resolve() != project.resolve():
+        raise ConfigError(f"{project}: not the runtime/cpp project of an artifact folder")
+    for rel, text in project_files(art).items():
+        p = project / rel
+        if p.is_symlink() or not p.is_file() or p.read_bytes() != text.encode():
+            raise ConfigError(f"{p}: not what edgedet renders for {art.dir}/artifact.json (edited, or written by "
+                              "another edgedet version); write the project again: edgedet compile ... --runtime cpp")
+    return project, art
 
 
 def _find(name: str, dirs) -> Path | None:
@@ -130,47 +167,68 @@ def _compiler() -> str | None:
     return next((c for c in ("c++", "g++", "clang++") if shutil.which(c)), None)
 
 
+def _openvino_sdk() -> tuple[list[str], str | None]:
+    try:
+        from openvino.utils import get_cmake_path
+
+        path = get_cmake_path()
+        if path and (Path(path) / "OpenVINOConfig.cmake").is_file():
+            return [f"-DOpenVINO_DIR={path}"], None
+    except ImportError:
+        pass
+    env = os.environ.get("OpenVINO_DIR")
+    if env and (Path(env) / "OpenVINOConfig.cmake").is_file():
+        return [f"-DOpenVINO_DIR={env}"], None
+    return [], ("the OpenVINO SDK (OpenVINOConfig.cmake): pip install openvino (its wheel ships the C++ headers "
+                "and CMake config) or set OpenVINO_DIR")
+
+
+def _onnxruntime_sdk() -> tuple[list[str], str | None]:
+    root = os.environ.get("ONNXRUNTIME_ROOT")
+    inc = [f"{root}/include", f"{root}/include/onnxruntime"] if root else []
+    inc += ["/usr/include", "/usr/local/include", "/usr/include/onnxruntime", "/usr/local/include/onnxruntime",
+            "/usr/include/onnxruntime/core/session", "/usr/local/include/onnxruntime/core/session"]
+    lib = ([f"{root}/lib"] if root else []) + ["/usr/lib", "/usr/local/lib", "/usr/lib/x86_64-linux-gnu",
+                                               "/usr/lib/aarch64-linux-gnu"]
+    if _find("onnxruntime_cxx_api.h", inc) is None or _find("libonnxruntime.so", lib) is None:
+        return [], ("the ONNX Runtime C/C++ SDK (onnxruntime_cxx_api.h and libonnxruntime.so; the Python wheel "
+                    "has no headers): unpack an onnxruntime release and set ONNXRUNTIME_ROOT")
+    return ([f"-DONNXRUNTIME_ROOT={root}"] if root else []), None
+
+
+def _tensorrt_sdk() -> tuple[list[str], str | None]:
+    root = os.environ.get("TENSORRT_ROOT")
+    inc = ([f"{root}/include"] if root else []) + ["/usr/include", "/usr/include/x86_64-linux-gnu",
+                                                   "/usr/include/aarch64-linux-gnu", "/usr/local/tensorrt/include"]
+    cuda = [os.environ.get("CUDA_HOME", ""), os.environ.get("CUDA_PATH", ""), "/usr/local/cuda"]
+    missing = []
+    if _find("NvInfer.h", inc) is None:
+        missing.append("TensorRT headers (NvInfer.h: JetPack installs them; elsewhere set TENSORRT_ROOT)")
+    if _find("cuda_runtime_api.h", [f"{c}/include" for c in cuda if c] + ["/usr/include"]) is None:
+        missing.append("the CUDA toolkit (cuda_runtime_api.h: set CUDA_HOME)")
+    if missing:
+        return [], "; ".join(missing)
+    return ([f"-DTENSORRT_ROOT={root}"] if root else []), None
+
+
+ENGINES: dict[str, CppEngine] = {
+    "openvino": CppEngine(None, " (is this the artifact folder edgedet compile wrote?)",
+                          '-DOpenVINO_DIR=$(python3 -c "import openvino.utils as u; print(u.get_cmake_path())")',
+                          _openvino_sdk),
+    "onnxruntime": CppEngine(None, " (is this the artifact folder edgedet compile wrote?)",
+                             "-DONNXRUNTIME_ROOT=/path/to/onnxruntime-sdk", _onnxruntime_sdk),
+    "tensorrt": CppEngine("model.engine", " (TensorRT engines are built on the device: cd ARTIFACT && python3 "
+                          "build_engine.py)", "(on the device; -DTENSORRT_ROOT=... if TensorRT is not in /usr)",
+                          _tensorrt_sdk),
+}
+BACKENDS = tuple(ENGINES)
+
+
 def sdk_defines(backend: str) -> tuple[list[str], str | None]:
     """(CMake -D arguments that locate the backend's SDK, None) or ([], what is missing and how to get it)."""
-    if backend == "openvino":
-        try:
-            from openvino.utils import get_cmake_path
-
-            path = get_cmake_path()
-            if path and (Path(path) / "OpenVINOConfig.cmake").is_file():
-                return [f"-DOpenVINO_DIR={path}"], None
-        except ImportError:
-            pass
-        env = os.environ.get("OpenVINO_DIR")
-        if env and (Path(env) / "OpenVINOConfig.cmake").is_file():
-            return [f"-DOpenVINO_DIR={env}"], None
-        return [], ("the OpenVINO SDK (OpenVINOConfig.cmake): pip install openvino (its wheel ships the C++ headers "
-                    "and CMake config) or set OpenVINO_DIR")
-    if backend == "onnxruntime":
-        root = os.environ.get("ONNXRUNTIME_ROOT")
-        inc = [f"{root}/include", f"{root}/include/onnxruntime"] if root else []
-        inc += ["/usr/include", "/usr/local/include", "/usr/include/onnxruntime", "/usr/local/include/onnxruntime",
-                "/usr/include/onnxruntime/core/session", "/usr/local/include/onnxruntime/core/session"]
-        lib = ([f"{root}/lib"] if root else []) + ["/usr/lib", "/usr/local/lib", "/usr/lib/x86_64-linux-gnu",
-                                                   "/usr/lib/aarch64-linux-gnu"]
-        if _find("onnxruntime_cxx_api.h", inc) is None or _find("libonnxruntime.so", lib) is None:
-            return [], ("the ONNX Runtime C/C++ SDK (onnxruntime_cxx_api.h and libonnxruntime.so; the Python wheel "
-                        "has no headers): unpack an onnxruntime release and set ONNXRUNTIME_ROOT")
-        return ([f"-DONNXRUNTIME_ROOT={root}"] if root else []), None
-    if backend == "tensorrt":
-        root = os.environ.get("TENSORRT_ROOT")
-        inc = ([f"{root}/include"] if root else []) + ["/usr/include", "/usr/include/x86_64-linux-gnu",
-                                                       "/usr/include/aarch64-linux-gnu", "/usr/local/tensorrt/include"]
-        cuda = [os.environ.get("CUDA_HOME", ""), os.environ.get("CUDA_PATH", ""), "/usr/local/cuda"]
-        missing = []
-        if _find("NvInfer.h", inc) is None:
-            missing.append("TensorRT headers (NvInfer.h: JetPack installs them; elsewhere set TENSORRT_ROOT)")
-        if _find("cuda_runtime_api.h", [f"{c}/include" for c in cuda if c] + ["/usr/include"]) is None:
-            missing.append("the CUDA toolkit (cuda_runtime_api.h: set CUDA_HOME)")
-        if missing:
-            return [], "; ".join(missing)
-        return ([f"-DTENSORRT_ROOT={root}"] if root else []), None
-    raise ConfigError(f"no C++ runtime for backend {backend!r}")
+    if backend not in ENGINES:
+        raise ConfigError(f"no C++ runtime for backend {backend!r}")
+    return ENGINES[backend].sdk()
 
 
 def missing_tools(backend: str) -> list[str]:
@@ -201,9 +259,10 @@ def build_cpp(path: Path, build_dir: Path | None = None, jobs: int | None = None
     """Configure and build the C++ project of an artifact (or a project folder) with CMake: the library
     edgedet_detector and the example edgedet_example. Returns the build folder (default PROJECT/build). Raises
     ToolchainError naming what is missing (cmake, a compiler, the backend's SDK) or the first error of a failed
-    build (the whole output is in BUILD/edgedet-build.log)."""
-    project = project_dir(path)
-    backend = project_backend(project)
+    build (the whole output is in BUILD/edgedet-build.log); ConfigError for a project that is not exactly what
+    edgedet renders for its artifact (checked_project)."""
+    project, art = checked_project(path)
+    backend = art.backend
     missing = missing_tools(backend)
     if missing:
         raise ToolchainError(f"cannot build the {backend} C++ runtime in {project}: missing " + "; ".join(missing))

@@ -37,7 +37,9 @@ def test_fp32_artifact_matches_torch_and_is_sealed(tiny_net, backend, tmp_path):
     assert again.files == art.files and not again.verify()
     for f, h in again.files.items():
         assert sha256(tmp_path / "a" / f) == h
-    assert "runtime/python/edgedet_runtime.py" in again.files
+    assert "runtime/python/edgedet_runtime/runners.py" in again.files
+    ov = {"pin_threads": False, "openvino_device": "CPU", "openvino_hint": "LATENCY"}  # the target's, recorded
+    assert again.runtime_options == dict({"threads": 1}, **(ov if backend == "openvino" else {}))
     # independent input through the loaded runner
     runner = get_backend(backend).load(again, {"threads": 1})
     x = torch.rand(2, 3, 192, 192, generator=torch.Generator().manual_seed(5))

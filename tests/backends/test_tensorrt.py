@@ -26,7 +26,7 @@ from edgedet.errors import ConfigError
 from edgedet.model.export import export_onnx
 
 SUBNET, R = "p24-r192-w2-d1-q25", 192
-META = {"subnet": SUBNET, "resolution": R}
+META = {"subnet": SUBNET, "resolution": R, "num_classes": 6}
 SCRIPTS = ("build_engine.py", "bench_engine.py", "calib_loader.py")
 POLYGRAPHY = [sys.executable, "-c", "import sys; from polygraphy.tools import main; sys.argv[0] = 'polygraphy'; "
                                     "sys.exit(main())"]

@@ -12,7 +12,8 @@ import torch
 
 from edgedet.backends import get_backend
 from edgedet.backends.base import Artifact, Unsupported
-from edgedet.backends.tflite import BACKEND, TFLiteBackend, output_indices
+from edgedet.backends.tflite import BACKEND, TFLiteBackend
+from edgedet.runtime.runners import Unsupported as RunnerUnsupported, output_indices
 from edgedet.config import SubnetConfig
 from edgedet.errors import ConfigError, MissingExtraError
 
@@ -93,18 +94,21 @@ def test_missing_converter_is_a_missing_extra_error(tmp_path, tiny_net, monkeypa
                         _meta(tiny_net, s))
 
 
-def test_output_indices_by_name_shape_and_order():
+def test_output_indices_by_name_with_one_fallback_rule():
     d = lambda name, idx, shape: {"name": name, "index": idx, "shape": np.array(shape)}  # noqa: E731
     # by name, whatever the order and shapes
     assert output_indices([d("serving_default_logits_output", 7, [1, 25, 4]),
                            d("serving_default_boxes_output", 3, [1, 25, 4])], 4) == (3, 7)
-    # by shape when names say nothing
+    # unnamed outputs: boxes is the one whose last dimension is 4
     assert output_indices([d("StatefulPartitionedCall:1", 5, [1, 25, 80]),
                            d("StatefulPartitionedCall:0", 4, [1, 25, 4])], 80) == (4, 5)
     assert output_indices([d("out_a", 1, [1, 9, 6]), d("out_b", 2, [1, 9, 4])]) == (2, 1)
-    # 4 classes and no names: the module's order (boxes first)
-    assert output_indices([d("output_0", 1, [1, 9, 4]), d("output_1", 2, [1, 9, 4])], 4) == (1, 2)
-    with pytest.raises(Unsupported, match="2 outputs"):
+    # anything else is refused rather than guessed
+    with pytest.raises(RunnerUnsupported, match="cannot tell boxes from logits"):
+        output_indices([d("output_0", 1, [1, 9, 4]), d("output_1", 2, [1, 9, 4])], 4)
+    with pytest.raises(RunnerUnsupported, match="only one of them"):
+        output_indices([d("boxes", 1, [1, 9, 4]), d("output_1", 2, [1, 9, 6])], 6)
+    with pytest.raises(RunnerUnsupported, match="2 outputs"):
         output_indices([d("boxes", 1, [1, 9, 4])], 6)
 
 
@@ -147,7 +151,7 @@ def test_runner_from_artifact_folder(fp32_artifact):
     b, l = runner.infer(x.numpy()[0])  # a single [3,R,R] image is batch 1
     ref_b, ref_l = _torch_out(module, x)
     assert b.shape == ref_b.shape and np.abs(b - ref_b).max() <= 1e-4 and np.abs(l - ref_l).max() <= 1e-4
-    with pytest.raises(ConfigError, match=r"\[B,3,192,192\]"):
+    with pytest.raises(ValueError, match=r"\[B,3,192,192\]"):
         runner.infer(np.zeros((1, 3, 160, 160), np.float32))
 
 

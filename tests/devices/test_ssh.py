@@ -96,10 +96,11 @@ def test_upload_is_skipped_when_intact_and_repaired_when_not(ssh_env, ort_artifa
 def test_agent_record_fields_are_the_profilers(tmp_path):
     from edgedet.devices import agent
     from edgedet.profiler import measure
+    from edgedet.runtime import runners
 
     names = [f.name for f in fields(LatencyRecord)]
     assert list(agent.RECORD_FIELDS) == names
-    assert list(agent.summarize([1.0, 2.0, 3.0], 0.01, 1, 1, 0.0, 0.15)) == names
+    assert list(runners.summarize([1.0, 2.0, 3.0], 0.01, 1, 1, 0.0, 0.15)) == names
     assert list(measure(lambda: None, warmup=0, runs=3, min_duration_s=0).to_dict()) == names
 
 
@@ -247,7 +248,7 @@ def test_tensorrt_artifact_is_built_on_the_device_or_unsupported(ssh_env, tmp_pa
     (d / "model.onnx").write_bytes(b"not a real model")
     (d / "trt_build.json").write_text(json.dumps({"precision": "fp16"}))
     art = Artifact(dir=d, backend="tensorrt", precision="fp16", model_file="model.onnx",
-                   metadata={"resolution": 192}).seal()
+                   metadata={"subnet": "p24-r192-w2-d1-q25", "resolution": 192, "num_classes": 6}).seal()
     host = ssh_env.host(workdir=str(tmp_path / "w"))
     t = ssh_env.target([host], backend="tensorrt")
     with ssh_mod.SSHDevice(host) as dev:

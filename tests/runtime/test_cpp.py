@@ -4,7 +4,6 @@ runtime. The ONNX Runtime and TensorRT projects are rendered and checked here; t
 user's machine or the device has, and skip naming what is missing."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import subprocess
@@ -21,6 +20,7 @@ from edgedet.deploy import compile_subnet
 from edgedet.errors import ToolchainError
 from edgedet.runtime.core import preprocess
 from edgedet.runtime.cpp import build_cpp, example_path, missing_tools
+from edgedet.runtime.render import import_python_runtime
 
 ROOT = Path(__file__).resolve().parents[2]
 SUB = "p24-r192-w2-d1-q25"  # the demo supernet's cheapest subnet family: 192 px, one decoder layer, 25 queries
@@ -70,12 +70,13 @@ def images(tmp_path_factory):
 
 
 def python_runtime(art: Artifact):
-    """The Python runtime module written into the artifact (runtime/python/edgedet_runtime.py)."""
-    path = art.dir / "runtime" / "python" / "edgedet_runtime.py"
-    spec = importlib.util.spec_from_file_location(f"edgedet_runtime_{id(art)}", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    """The Python runtime package written into the artifact (runtime/python/edgedet_runtime)."""
+    return import_python_runtime(art.dir)
+
+
+def py_config(art: Artifact) -> dict:
+    rt = python_runtime(art)
+    return rt.runtime_config(rt.runners.read_artifact(str(art.dir)))
 
 
 def run_example(art, *args):
@@ -90,14 +91,15 @@ def test_project_is_rendered_from_the_runtime_config_and_sealed(ov):
               "src/detector.cpp", "src/engine.hpp", "src/engine_openvino.cpp", "examples/main.cpp"):
         assert f"runtime/cpp/{f}" in ov.files, f
     assert not (cpp / "src" / "engine_tensorrt.cpp").exists()
-    py_cfg = python_runtime(ov).CONFIG
+    py_cfg = py_config(ov)
     hpp = (cpp / "include" / "edgedet" / "config.hpp").read_text()
     assert f"kResolution = {py_cfg['resolution']};" in hpp and "kResolution = 192;" in hpp
     assert "kNumQueries = 25;" in hpp and f"kNumClasses = {py_cfg['num_classes']};" in hpp
     assert f"kThreshold = {py_cfg['threshold']}f;" in hpp and f"kTopK = {py_cfg['topk']};" in hpp
-    names = ", ".join(f'"{n}"' for n in py_cfg["class_names"])
+    names = ", ".join(f'std::string_view("{n}", {len(n)})' for n in py_cfg["class_names"])
     assert f"kClassNames[] = {{{names}}};" in hpp and 'kModelFile = "model.xml"' in hpp
-    assert ov.metadata["runtimes"] == {"python": "runtime/python/edgedet_runtime.py", "cpp": "runtime/cpp"}
+    assert "kThreads = 2;" in hpp and 'kOpenVINOHint = "LATENCY";' in hpp and "kNumStreams = 1;" in hpp
+    assert ov.metadata["runtimes"] == {"python": "runtime/python/edgedet_runtime", "cpp": "runtime/cpp"}
     assert not ov.verify()  # building added files next to the sealed ones and changed none
 
 
@@ -115,10 +117,10 @@ def test_cpp_detections_match_the_python_runtime(ov, images, tmp_path):
         assert np.array_equal(x, preprocess(rgb, 192)), np.abs(x - preprocess(rgb, 192)).max()
         boxes, logits = det.raw(rgb)
         assert np.abs(np.fromfile(tmp_path / "logits.f32", np.float32) - logits.ravel()).max() < 1e-4
-        exp = rt.postprocess(boxes, logits, [rgb.shape[:2]], 100, 0.0)[0]
+        exp = rt.core.postprocess(boxes, logits, [rgb.shape[:2]], 100, 0.0)[0]
         assert len(got) == len(exp["labels"]) == 100
         for g, b, s, lab in zip(got, exp["boxes"], exp["scores"], exp["labels"]):
-            assert g["label"] == int(lab) and g["name"] == rt.CONFIG["class_names"][lab]
+            assert g["label"] == int(lab) and g["name"] == det.config["class_names"][lab]
             assert np.abs(np.array(g["box"]) - b).max() <= 1.0
             assert abs(g["score"] - float(s)) < 1e-3
         assert max(np.abs(np.array(g["box"]) - b).max() for g, b in zip(got, exp["boxes"])) <= 0.011
@@ -169,10 +171,10 @@ def test_bad_artifact_and_image_fail_clearly(ov, images, tmp_path):
     (other / "artifact.json").write_text(json.dumps({"backend": "openvino", "metadata": {"subnet": "p16-r384"}}))
     p = subprocess.run([str(example_path(ov.dir / "runtime" / "cpp" / "build")), "--artifact", str(other),
                         str(images[0][0])], capture_output=True, text=True)
-    assert p.returncode == 1 and "another artifact than this project was generated for" in p.stderr
-    (tmp_path / "x.ppm").write_bytes(b"P5\n1 1\n255\n\0")
+    assert p.returncode == 2 and "another artifact than this project was generated for" in p.stderr
+    (tmp_path / "x.ppm").write_bytes(b"P3\n1 1\n255\n0 0 0\n")
     p = run_example(ov, tmp_path / "x.ppm")
-    assert p.returncode == 1 and "not a binary PPM (P6)" in p.stderr
+    assert p.returncode == 2 and "not a binary PPM/PGM" in p.stderr
 
 
 # ------------------------------------------------------------------------------- ONNX Runtime and TensorRT
@@ -243,3 +245,21 @@ def test_litert_has_no_cpp_runtime_and_says_so():
 def test_runtime_build_of_a_folder_without_a_project_exits_2(tmp_path):
     p = cli("runtime", "build", tmp_path, ok=False)
     assert p.returncode == 2 and "no edgedet C++ project" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_both_runtimes_apply_the_recorded_runtime_options(ov, images):
+    """artifact.json records the target's runtime options (targets/cpu_openvino.yaml: 2 threads, LATENCY); the C++
+    example (no --threads) and the Python runtime (no threads) apply them: the same settings read back from the
+    compiled model, from the same config. An explicit thread count overrides only that."""
+    recorded = json.loads((ov.dir / "artifact.json").read_text())["runtime_options"]
+    assert recorded == {"threads": 2, "pin_threads": False, "openvino_device": "CPU", "openvino_hint": "LATENCY"}
+    exe = str(example_path(ov.dir / "runtime" / "cpp" / "build"))
+    for threads, args in ((2, []), (1, ["--threads", "1"])):
+        p = subprocess.run([exe, "--artifact", str(ov.dir), "--info", *args, str(images[0][0])], capture_output=True,
+                           text=True, timeout=300)
+        assert p.returncode == 0, p.stderr
+        cpp = json.loads(p.stdout.splitlines()[0])["info"]["settings"]
+        py = python_runtime(ov).Detector(threads=None if threads == 2 else threads).info()["settings"]
+        assert cpp == py, (cpp, py)
+        assert (py["INFERENCE_NUM_THREADS"], py["PERFORMANCE_HINT"], py["NUM_STREAMS"]) == (threads, "LATENCY", 1)
+        assert py["INFERENCE_PRECISION_HINT"] == "f32" and py["EXECUTION_DEVICES"] == ["CPU"]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -84,3 +85,45 @@ def test_fresh_venv_with_only_numpy_and_onnxruntime(artifact, tmp_path):
                          cwd=artifact.dir / "runtime" / "python", capture_output=True, text=True, env=env)
     assert run.returncode == 0, run.stderr
     _check(run.stdout.splitlines(), _expected(artifact, img, 0.0))
+
+
+def test_runtime_applies_the_recorded_options_and_threads_override(tiny_net, tmp_path):
+    """artifact.json records the target's runtime options; the shipped runtime applies them (read back from the
+    session), and threads=N overrides only the thread count."""
+    from edgedet.runtime.render import import_python_runtime
+
+    t = TargetSpec(name="cpu", backend="onnxruntime", precisions=["fp32"], runtime={"threads": 1})
+    art = compile_subnet(tiny_net, SUB, t, "fp32", tmp_path / "a")
+    assert json.loads((art.dir / "artifact.json").read_text())["runtime_options"] == {"threads": 1}
+    rt = import_python_runtime(art.dir)
+    s = rt.Detector().info()["settings"]
+    assert s == {"execution_mode": "ORT_SEQUENTIAL", "intra_op_num_threads": 1, "inter_op_num_threads": 1,
+                 "log_severity_level": 3}
+    assert rt.Detector(threads=2).info()["settings"] == dict(s, intra_op_num_threads=2)
+
+
+def test_category_ids_reach_the_detections(artifact, tmp_path):
+    """metadata.category_ids (the dataset's category id of each label) become each detection's category_id."""
+    from edgedet.runtime.render import import_python_runtime
+
+    art = tmp_path / "a"
+    shutil.copytree(artifact.dir, art)
+    d = json.loads((art / "artifact.json").read_text())
+    ids = [10 * (i + 1) for i in range(d["metadata"]["num_classes"])]
+    d["metadata"]["category_ids"] = ids
+    (art / "artifact.json").write_text(json.dumps(d))
+    dets = import_python_runtime(art).Detector(threshold=0).detect(_image())
+    assert dets and all(x["category_id"] == ids[x["label"]] for x in dets)
+    assert "category_id" not in import_python_runtime(artifact.dir).Detector(threshold=0).detect(_image())[0]
+
+
+def test_compile_replaces_an_earlier_artifact_of_the_same_compile_whole(tiny_net, artifact, tmp_path):
+    """Compiling again into the same compile's folder replaces it whole: a stale build or file is never sealed."""
+    out = tmp_path / "again"
+    shutil.copytree(artifact.dir, out)
+    (out / "runtime" / "cpp" / "build").mkdir(parents=True)
+    (out / "runtime" / "cpp" / "build" / "stale.o").write_bytes(b"old")
+    t = TargetSpec(name="cpu", backend="onnxruntime", precisions=["fp32"])
+    art = compile_subnet(tiny_net, SUB, t, "fp32", out)
+    assert not (out / "runtime" / "cpp").exists() and not any("stale" in f for f in art.files)
+    assert not art.verify() and sorted(p.name for p in tmp_path.iterdir()) == ["again"]  # no temporary folder left

@@ -59,8 +59,9 @@ def test_search_writes_a_valid_manifest_with_a_measured_front(setup):
         d = out / p.artifact.dir
         assert p.artifact.files and all(sha256(d / f) == h for f, h in p.artifact.files.items())
         assert json.loads((d / "artifact.json").read_text())["files"] == p.artifact.files
-        assert (out / p.artifact.runtime["python"]).name == "edgedet_runtime.py"
-        assert (out / p.artifact.runtime["python"]).is_file() and (out / p.artifact.runtime["cpp"]).is_dir()
+        assert (out / p.artifact.runtime["python"]).name == "edgedet_runtime"
+        assert (out / p.artifact.runtime["python"] / "__main__.py").is_file()
+        assert (out / p.artifact.runtime["cpp"]).is_dir()
         assert (out / p.artifact.runtime["cpp"] / "CMakeLists.txt").is_file()
     assert (out / "pareto.png").stat().st_size > 10_000 and "<table>" in (out / "report.html").read_text()
     assert not (out / "work").exists()

@@ -30,8 +30,48 @@ class BuildError(Exception):
     pass
 
 
+# the plan names only these files (edgedet writes exactly these names): nothing read or written leaves the folder
+PLAN_FILES = {"onnx": ("model.onnx", "model_fp16.onnx"), "onnx_qdq": (None, "model_qdq.onnx"),
+              "onnx_implicit": (None, "model.onnx"), "engine": ("model.engine",), "report": ("build.json",),
+              "calibration_cache": ("calib.cache",), "calib_loader": (None, "calib_loader.py"), "input": ("images",)}
+PLAN_INTS = {"resolution": (1, 8192), "batch": (1, 1024), "workspace_mb": (1, 1 << 22), "trt_version": (10, 11)}
+FP32_KINDS = ("NORMALIZATION", "SOFTMAX", "REDUCE:AVG", "REDUCE:SUM", "UNARY:EXP")
+
+
 def load_plan(folder: Path = HERE) -> dict:
-    return json.loads((Path(folder) / PLAN).read_text())
+    """trt_build.json, checked: fixed file names, numbers in range, known precision and INT8 modes (BuildError)."""
+    try:
+        plan = json.loads((Path(folder) / PLAN).read_text())
+    except (OSError, ValueError) as e:
+        raise BuildError(f"{PLAN}: cannot be read ({e})") from None
+    if not isinstance(plan, dict):
+        raise BuildError(f"{PLAN}: not a JSON object")
+
+    def bad(key: str, why: str):
+        raise BuildError(f"{PLAN}: {key} {why}, got {plan.get(key)!r:.80}")
+
+    for key, allowed in PLAN_FILES.items():
+        if plan.get(key) not in allowed:
+            bad(key, f"must be one of {allowed}")
+    for key, (lo, hi) in PLAN_INTS.items():
+        v = plan.get(key)
+        if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+            bad(key, f"must be an integer in {lo}..{hi}")
+    if plan.get("precision") not in ("fp32", "fp16", "int8"):
+        bad("precision", "must be fp32, fp16 or int8")
+    if plan.get("int8_mode") not in (None, "explicit", "implicit"):
+        bad("int8_mode", "must be null, explicit or implicit")
+    modes, layers = plan.get("int8_modes"), plan.get("fp32_layers")
+    if not isinstance(modes, list) or not set(modes) <= {"explicit", "implicit"}:
+        bad("int8_modes", "must be a list of explicit/implicit")
+    if not isinstance(layers, list) or not set(layers) <= set(FP32_KINDS):
+        bad("fp32_layers", f"must be a list of {FP32_KINDS}")
+    if not isinstance(plan.get("strongly_typed"), bool):
+        bad("strongly_typed", "must be true or false")
+    dla = plan.get("dla_core")
+    if dla is not None and (not isinstance(dla, int) or isinstance(dla, bool) or not 0 <= dla <= 15):
+        bad("dla_core", "must be null or an integer in 0..15")
+    return plan
 
 
 def trt_major(trt) -> int:

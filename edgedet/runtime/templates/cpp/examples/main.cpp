@@ -1,23 +1,30 @@
 // edgedet C++ runtime example: detections in image files (binary PPM, P6), a timing mode and self-checks.
 //
-//   edgedet_example [--artifact DIR] [--threshold T] [--threads N] IMAGE.ppm...   JSON line per detection
+//   edgedet_example [--artifact DIR] [--threshold T] [--topk K] [--threads N] IMAGE.ppm...   JSON line per detection
+//   edgedet_example --info IMAGE.ppm...                    first a line with the runtime settings in effect
 //   edgedet_example --time 200 [--warmup 20] IMAGE.ppm     p50/p90 of detect() and of inference alone (ms)
 //   edgedet_example --instances 2 IMAGE.ppm...             one Detector per thread, same detections as one
 //   edgedet_example --selftest IMAGE.ppm                   bad input throws; strided rows; no per-frame allocation
 //   edgedet_example --dump DIR IMAGE.ppm                   also writes the last image's input/boxes/logits (.f32)
 //
 // Convert other formats to PPM first, e.g. `convert in.jpg out.ppm` or PIL's Image.save("out.ppm").
+// Exit codes: 0 done, 2 bad input (an argument, an image, an artifact that cannot be loaded), 1 a failed self-check or
+// a runtime failure.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cctype>
+#include <cstdint>
 #include <cstring>
 #include <fstream>
 #include <new>
 #include <sstream>
+#include <stdexcept>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -56,43 +63,80 @@ struct Image {
     std::vector<uint8_t> rgb;  // tightly packed rows
 };
 
+// A bad image or argument: "error: ..." and exit code 2.
+struct BadInput : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+constexpr int64_t kMaxPixels = int64_t(1) << 26;  // the Python runtime's limit too
+
+// Binary PGM/PPM (P5/P6), maxval 1..65535 (16-bit samples big-endian), scaled to 0..255 as the Python runtime does:
+// (v * 255 + maxval / 2) / maxval. The header is parsed within its first 1 KiB and checked against the file size
+// before anything is allocated.
 Image read_ppm(const std::string& path) {
-    std::ifstream f(path, std::ios::binary);
-    if (!f) throw std::runtime_error(path + ": cannot open");
-    std::string magic;
-    f >> magic;
-    if (magic != "P6")
-        throw std::runtime_error(path + ": not a binary PPM (P6); convert it first, e.g. `convert in.jpg out.ppm`");
-    int fields[3], n = 0;
-    while (n < 3) {
-        f >> std::ws;
-        if (f.peek() == '#') {
-            std::string comment;
-            std::getline(f, comment);
+    std::ifstream f(path, std::ios::binary | std::ios::ate);
+    if (!f) throw BadInput(path + ": cannot open");
+    const int64_t size = int64_t(f.tellg());
+    f.seekg(0);
+    if (size <= 0) throw BadInput(path + ": empty file or not a regular file");
+    char head[1024];
+    f.read(head, std::streamsize(std::min<int64_t>(size, sizeof head)));
+    const int64_t n = int64_t(f.gcount());
+    if (n < 2 || head[0] != 'P' || (head[1] != '5' && head[1] != '6'))
+        throw BadInput(path + ": not a binary PPM/PGM (P6/P5); convert it first, e.g. `convert in.jpg out.ppm`");
+    int64_t fields[3], pos = 2;
+    for (int k = 0; k < 3;) {
+        while (pos < n && std::isspace(static_cast<unsigned char>(head[pos]))) ++pos;
+        if (pos < n && head[pos] == '#') {
+            while (pos < n && head[pos] != '\n') ++pos;
             continue;
         }
-        if (!(f >> fields[n++])) throw std::runtime_error(path + ": bad PPM header");
+        int64_t v = 0, digits = 0;
+        while (pos < n && digits < 10 && std::isdigit(static_cast<unsigned char>(head[pos])))
+            v = v * 10 + (head[pos++] - '0'), ++digits;
+        if (digits == 0 || pos >= n || !std::isspace(static_cast<unsigned char>(head[pos])))
+            throw BadInput(path + ": bad PPM header (width, height and maxval must be decimal numbers)");
+        fields[k++] = v;
     }
-    if (fields[2] != 255) throw std::runtime_error(path + ": only 8-bit PPM (maxval 255) is supported");
-    f.get();  // the single whitespace after maxval
+    const int64_t w = fields[0], h = fields[1], maxval = fields[2];
+    if (w <= 0 || h <= 0 || w * h > kMaxPixels || maxval <= 0 || maxval > 65535)
+        throw BadInput(path + ": PPM header says " + std::to_string(w) + " x " + std::to_string(h) + ", maxval " +
+                       std::to_string(maxval) + " (at most " + std::to_string(kMaxPixels) +
+                       " pixels, maxval 1..65535)");
+    ++pos;  // the single whitespace after maxval
+    const int channels = head[1] == '6' ? 3 : 1, sample = maxval < 256 ? 1 : 2;
+    const int64_t need = w * h * channels * sample;
+    if (size - pos < need)
+        throw BadInput(path + ": truncated: the header says " + std::to_string(w) + " x " + std::to_string(h) + " (" +
+                       std::to_string(need) + " bytes of pixels), the file has " + std::to_string(size - pos));
+    std::vector<uint8_t> raw(static_cast<size_t>(need));
+    f.clear();
+    f.seekg(pos);
+    if (!f.read(reinterpret_cast<char*>(raw.data()), std::streamsize(need)))
+        throw BadInput(path + ": truncated PPM data");
     Image im;
-    im.width = fields[0];
-    im.height = fields[1];
-    if (im.width <= 0 || im.height <= 0) throw std::runtime_error(path + ": bad PPM size");
-    im.rgb.resize(size_t(im.width) * im.height * 3);
-    if (!f.read(reinterpret_cast<char*>(im.rgb.data()), std::streamsize(im.rgb.size())))
-        throw std::runtime_error(path + ": truncated PPM data");
+    im.width = int(w);
+    im.height = int(h);
+    im.rgb.resize(size_t(w) * size_t(h) * 3);
+    const uint32_t mv = uint32_t(maxval);
+    for (size_t i = 0, npx = size_t(w) * size_t(h); i < npx; ++i)
+        for (int c = 0; c < 3; ++c) {
+            const size_t j = i * channels + (channels == 3 ? c : 0);
+            uint32_t v = sample == 1 ? raw[j] : (uint32_t(raw[2 * j]) << 8) | raw[2 * j + 1];
+            if (mv != 255) v = (v * 255 + mv / 2) / mv;
+            im.rgb[i * 3 + c] = uint8_t(std::min<uint32_t>(v, 255));
+        }
     return im;
 }
 
-std::string json_str(const char* s) {
+std::string json_str(std::string_view s) {
     std::string o = "\"";
-    for (; *s; ++s) {
-        const unsigned char c = static_cast<unsigned char>(*s);
+    for (const char ch : s) {
+        const unsigned char c = static_cast<unsigned char>(ch);
         if (c == '"' || c == '\\') {
             o += '\\';
             o += char(c);
-        } else if (c < 0x20) {
+        } else if (c < 0x20 || c == 0x7f) {
             char buf[8];
             std::snprintf(buf, sizeof buf, "\\u%04x", c);
             o += buf;
@@ -105,12 +149,16 @@ std::string json_str(const char* s) {
 
 void print_detections(const edgedet::Detector& det, const std::string& image,
                       const std::vector<edgedet::Detection>& ds) {
-    for (const auto& d : ds)
+    for (const auto& d : ds) {
+        const std::string_view name = det.class_name(d.label);
+        const std::string label = std::to_string(d.label);
         std::printf("{\"image\": %s, \"box\": [%.2f, %.2f, %.2f, %.2f], \"score\": %.4f, \"label\": %d, "
-                    "\"name\": %s}\n",
-                    json_str(image.c_str()).c_str(), d.x1, d.y1, d.x2, d.y2, d.score, d.label,
-                    json_str(*det.class_name(d.label) ? det.class_name(d.label) : std::to_string(d.label).c_str())
-                        .c_str());
+                    "\"name\": %s",
+                    json_str(image).c_str(), d.x1, d.y1, d.x2, d.y2, d.score, d.label,
+                    json_str(d.label < edgedet::config::kNumClassNames ? name : std::string_view(label)).c_str());
+        if (edgedet::config::kHasCategoryIds) std::printf(", \"category_id\": %d", d.category_id);
+        std::printf("}\n");
+    }
 }
 
 double percentile(std::vector<double> v, double q) {  // numpy's default (linear) percentile
@@ -307,8 +355,8 @@ void dump(const edgedet::Detector& det, const std::string& dir) {
 
 int usage() {
     std::fprintf(stderr,
-                 "usage: edgedet_example [--artifact DIR] [--threshold T] [--threads N] [--time RUNS] "
-                 "[--warmup N] [--instances K] [--repeat N] [--selftest] [--dump DIR] IMAGE.ppm...\n"
+                 "usage: edgedet_example [--artifact DIR] [--threshold T] [--topk K] [--threads N] [--info] "
+                 "[--time RUNS] [--warmup N] [--instances K] [--repeat N] [--selftest] [--dump DIR] IMAGE.ppm...\n"
                  "%s on %s (%s), %d x %d input; artifact default: %s\n",
                  edgedet::config::kSubnet, edgedet::config::kBackend, edgedet::config::kPrecision,
                  edgedet::config::kResolution, edgedet::config::kResolution, EDGEDET_DEFAULT_ARTIFACT);
@@ -321,7 +369,7 @@ int main(int argc, char** argv) {
     std::string dir = EDGEDET_DEFAULT_ARTIFACT, dump_dir;
     edgedet::Options opt;
     int time_runs = 0, warmup = 20, instances = 0, repeat = 3;
-    bool selftest = false;
+    bool selftest = false, info = false;
     std::vector<std::string> paths;
     for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
@@ -335,12 +383,14 @@ int main(int argc, char** argv) {
         if (a == "--artifact") dir = value();
         else if (a == "--threshold") opt.threshold = float(std::atof(value()));
         else if (a == "--threads") opt.threads = std::atoi(value());
+        else if (a == "--topk") opt.topk = std::atoi(value());
         else if (a == "--device") opt.device = value();
         else if (a == "--time") time_runs = std::atoi(value());
         else if (a == "--warmup") warmup = std::atoi(value());
         else if (a == "--instances") instances = std::atoi(value());
         else if (a == "--repeat") repeat = std::atoi(value());
         else if (a == "--selftest") selftest = true;
+        else if (a == "--info") info = true;
         else if (a == "--dump") dump_dir = value();
         else if (a == "-h" || a == "--help") return usage();
         else if (!a.empty() && a[0] == '-') {
@@ -355,11 +405,24 @@ int main(int argc, char** argv) {
         if (selftest) return selftest_mode(dir, opt, images[0]);
         if (instances > 0) return instances_mode(dir, opt, images, instances, repeat);
         edgedet::Detector det(dir, opt);
+        if (info)
+            std::printf("{\"info\": {\"backend\": %s, \"precision\": %s, \"settings\": %s}}\n",
+                        json_str(det.backend_info()).c_str(), json_str(edgedet::config::kPrecision).c_str(),
+                        det.settings().c_str());
         if (time_runs > 0) return time_mode(det, images[0], time_runs, warmup, opt.threads);
         for (size_t i = 0; i < images.size(); ++i)
             print_detections(det, paths[i], det.detect(images[i].rgb.data(), images[i].width, images[i].height,
                                                        images[i].width * 3));
         if (!dump_dir.empty()) dump(det, dump_dir);
+    } catch (const BadInput& e) {
+        std::fprintf(stderr, "error: %s\n", e.what());
+        return 2;
+    } catch (const edgedet::InvalidInput& e) {
+        std::fprintf(stderr, "error: %s\n", e.what());
+        return 2;
+    } catch (const edgedet::Error& e) {
+        std::fprintf(stderr, "error: %s\n", e.what());
+        return 2;
     } catch (const std::exception& e) {
         std::fprintf(stderr, "error: %s\n", e.what());
         return 1;

@@ -56,8 +56,7 @@ struct Detector::Impl {
     // resize tables for the last frame size (x indices premultiplied by 3: byte offsets in an RGB row)
     int table_w = -1, table_h = -1;
     std::vector<int> x0, x1, y0, y1;
-    std::vector<float> wx0, wx1, wy0, wy1;
-    float to_unit[256];              // uint8 -> float32 v / 255, as numpy computes it
+    std::vector<float> wx0, wx1, wy0, wy1;  // wx already divided by 255 (core.preprocess folds it in too)
     std::vector<int> order;          // [Q*C] flat indices, partially sorted per frame
     std::vector<Detection> out;      // capacity topk
 };
@@ -80,8 +79,9 @@ Detector::Detector(const std::string& artifact_dir, const Options& options) : im
     Impl& m = *impl_;
     m.threshold = options.threshold < 0 ? config::kThreshold : options.threshold;
     m.topk = options.topk == 0 ? config::kTopK : options.topk;
-    m.engine = make_engine(model, options);
-    for (int v = 0; v < 256; ++v) m.to_unit[v] = static_cast<float>(v) / 255.0f;
+    Options effective = options;  // the artifact's recorded thread count unless the caller sets one
+    if (effective.threads == 0) effective.threads = config::kThreads;
+    m.engine = make_engine(model, effective);
     m.order.resize(static_cast<size_t>(config::kNumQueries) * config::kNumClasses);
     m.out.reserve(std::min<size_t>(m.topk, m.order.size()));
     const int r = config::kResolution;
@@ -115,13 +115,14 @@ void Detector::preprocess(const uint8_t* rgb, int width, int height, int stride)
         for (int i = 0; i < r; ++i) {
             m.x0[i] *= 3;
             m.x1[i] *= 3;
+            m.wx0[i] /= 255.0f;
+            m.wx1[i] /= 255.0f;
         }
         m.table_w = width;
         m.table_h = height;
     }
     float* dst = m.engine->input();
     const size_t plane = static_cast<size_t>(r) * r;
-    const float* u = m.to_unit;
     for (int y = 0; y < r; ++y) {
         const uint8_t* row0 = rgb + static_cast<size_t>(m.y0[y]) * stride;
         const uint8_t* row1 = rgb + static_cast<size_t>(m.y1[y]) * stride;
@@ -131,9 +132,9 @@ void Detector::preprocess(const uint8_t* rgb, int width, int height, int stride)
             const int a = m.x0[x], b = m.x1[x];
             const float wx0 = m.wx0[x], wx1 = m.wx1[x];
             for (int c = 0; c < 3; ++c) {
-                // core.resize_bilinear: rows first (y), then columns (x)
-                const float left = u[row0[a + c]] * wy0 + u[row1[a + c]] * wy1;
-                const float right = u[row0[b + c]] * wy0 + u[row1[b + c]] * wy1;
+                // core.preprocess: rows first (y, pixel values 0..255), then columns (x, weights / 255)
+                const float left = float(row0[a + c]) * wy0 + float(row1[a + c]) * wy1;
+                const float right = float(row0[b + c]) * wy0 + float(row1[b + c]) * wy1;
                 d[c * plane + x] = left * wx0 + right * wx1;
             }
         }
@@ -178,6 +179,7 @@ const std::vector<Detection>& Detector::postprocess(int width, int height) {
         d.score = score;
         d.label = f % c;
         d.query = q;
+        d.category_id = config::kHasCategoryIds ? config::kCategoryIds[d.label] : -1;
         m.out.push_back(d);
     }
     return m.out;
@@ -198,10 +200,11 @@ int Detector::num_classes() const { return config::kNumClasses; }
 float Detector::threshold() const { return impl().threshold; }
 int Detector::topk() const { return impl().topk; }
 
-const char* Detector::class_name(int label) const {
-    return label >= 0 && label < config::kNumClassNames ? config::kClassNames[label] : "";
+std::string_view Detector::class_name(int label) const {
+    return label >= 0 && label < config::kNumClassNames ? config::kClassNames[label] : std::string_view();
 }
 
 std::string Detector::backend_info() const { return impl().engine->info(); }
+std::string Detector::settings() const { return impl().engine->settings(); }
 
 }  // namespace edgedet

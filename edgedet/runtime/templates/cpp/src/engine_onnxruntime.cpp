@@ -1,6 +1,6 @@
 // ONNX Runtime engine (C++ API, CPU execution provider), with the session settings of edgedet's ONNX Runtime
-// backend (sequential execution, intra-op threads, one inter-op thread). Input and outputs are tensors over
-// buffers allocated once here; Run writes into them.
+// runner (runners.OrtRunner, from config.hpp: sequential execution, intra-op threads, kInterOpThreads inter-op).
+// Input and outputs are tensors over buffers allocated once here; Run writes into them.
 #include <onnxruntime_cxx_api.h>
 
 #include <string>
@@ -44,10 +44,8 @@ class OrtEngine : public Engine {
             so.SetLogSeverityLevel(3);
             so.SetExecutionMode(ORT_SEQUENTIAL);
             so.SetGraphOptimizationLevel(GraphOptimizationLevel::ORT_ENABLE_ALL);
-            if (options.threads > 0) {
-                so.SetIntraOpNumThreads(options.threads);
-                so.SetInterOpNumThreads(1);
-            }
+            so.SetIntraOpNumThreads(options.threads > 0 ? options.threads : 0);
+            so.SetInterOpNumThreads(config::kInterOpThreads);
             session_ = Ort::Session(env_, path.c_str(), so);
             check_io(path);
             values_.push_back(Ort::Value::CreateTensor<float>(memory_, input_.data(), input_.size(), in_shape_.data(),
@@ -63,6 +61,11 @@ class OrtEngine : public Engine {
         }
         info_ = std::string("onnxruntime ") + OrtGetApiBase()->GetVersionString() + " CPUExecutionProvider threads " +
                 std::to_string(options.threads) + " model " + path;
+        // the C++ API cannot read session options back: these are the values set above
+        settings_ = "{\"execution_mode\": \"ORT_SEQUENTIAL\", \"intra_op_num_threads\": " +
+                    std::to_string(options.threads > 0 ? options.threads : 0) +
+                    ", \"inter_op_num_threads\": " + std::to_string(config::kInterOpThreads) +
+                    ", \"log_severity_level\": 3}";
         run();
     }
 
@@ -81,6 +84,7 @@ class OrtEngine : public Engine {
     const float* boxes() const override { return boxes_.data(); }
     const float* logits() const override { return logits_.data(); }
     std::string info() const override { return info_; }
+    std::string settings() const override { return settings_; }
 
   private:
     void check_io(const std::string& path) {
@@ -114,7 +118,7 @@ class OrtEngine : public Engine {
     std::vector<int64_t> in_shape_, boxes_shape_, logits_shape_;
     std::vector<float> input_, boxes_, logits_;
     std::vector<Ort::Value> values_;  // input, boxes, logits over the buffers above
-    std::string info_;
+    std::string info_, settings_;
 };
 
 }  // namespace

@@ -1,5 +1,6 @@
-// OpenVINO engine: the artifact's IR compiled with the settings of edgedet's OpenVINO backend (pinned
-// INFERENCE_PRECISION_HINT, LATENCY hint, one stream). The input is written straight into the infer request's
+// OpenVINO engine: the artifact's IR compiled with the settings of edgedet's OpenVINO runner (runners.OVRunner, from
+// config.hpp: pinned INFERENCE_PRECISION_HINT, the recorded PERFORMANCE_HINT, one stream, threads, pinning, device).
+// The input is written straight into the infer request's
 // own tensor and the outputs are read from its tensors: no copies around inference.
 #include <openvino/openvino.hpp>
 
@@ -29,10 +30,11 @@ class OpenVINOEngine : public Engine {
             if (model->input("images").get_partial_shape() != want)  // a static batch > 1: run batch 1
                 model->reshape({{"images", want}});
             ov::AnyMap cfg{{"INFERENCE_PRECISION_HINT", std::string(config::kInferencePrecisionHint)},
-                           {"PERFORMANCE_HINT", std::string("LATENCY")},
-                           {"NUM_STREAMS", std::string("1")}};
+                           {"PERFORMANCE_HINT", std::string(config::kOpenVINOHint)},
+                           {"NUM_STREAMS", std::to_string(config::kNumStreams)}};
             if (options.threads > 0) cfg["INFERENCE_NUM_THREADS"] = options.threads;
-            device_ = options.device.empty() ? std::string("CPU") : options.device;
+            if (config::kCpuPinning) cfg["ENABLE_CPU_PINNING"] = true;
+            device_ = options.device.empty() ? std::string(config::kOpenVINODevice) : options.device;
             compiled_ = core_.compile_model(model, device_, cfg);
             request_ = compiled_.create_infer_request();
             boxes_port_ = compiled_.output("boxes");
@@ -49,6 +51,15 @@ class OpenVINOEngine : public Engine {
             info_ = std::string("openvino ") + v.buildNumber + " " + device_ + " " +
                     compiled_.get_property("INFERENCE_PRECISION_HINT").as<std::string>() + " threads " +
                     compiled_.get_property("INFERENCE_NUM_THREADS").as<std::string>() + " model " + path;
+            std::string devices;
+            for (const auto& d : compiled_.get_property(ov::execution_devices))
+                devices += (devices.empty() ? "\"" : ", \"") + d + "\"";
+            settings_ = "{\"INFERENCE_PRECISION_HINT\": \"" + property("INFERENCE_PRECISION_HINT") +
+                        "\", \"PERFORMANCE_HINT\": \"" + property("PERFORMANCE_HINT") +
+                        "\", \"NUM_STREAMS\": " + property("NUM_STREAMS") +
+                        ", \"INFERENCE_NUM_THREADS\": " + property("INFERENCE_NUM_THREADS") +
+                        ", \"ENABLE_CPU_PINNING\": " + property("ENABLE_CPU_PINNING") +
+                        ", \"EXECUTION_DEVICES\": [" + devices + "]}";
         } catch (const Error&) {
             throw;
         } catch (const std::exception& e) {
@@ -73,8 +84,16 @@ class OpenVINOEngine : public Engine {
     const float* boxes() const override { return boxes_; }
     const float* logits() const override { return logits_; }
     std::string info() const override { return info_; }
+    std::string settings() const override { return settings_; }
 
   private:
+    // A compiled-model property as text (device names and hint values are plain identifiers; booleans as true/false)
+    std::string property(const char* name) const {
+        const ov::Any v = compiled_.get_property(name);
+        if (v.is<bool>()) return v.as<bool>() ? "true" : "false";
+        return v.as<std::string>();
+    }
+
     void check(const ov::Output<const ov::Node>& port, const char* name, int last) {
         const ov::Shape want{1, size_t(config::kNumQueries), size_t(last)};
         if (port.get_element_type() != ov::element::f32 || port.get_partial_shape() != ov::PartialShape(want))
@@ -83,7 +102,7 @@ class OpenVINOEngine : public Engine {
                         " (queries and classes of config.hpp)");
     }
 
-    std::string path_, device_, info_;
+    std::string path_, device_, info_, settings_;
     ov::Core core_;
     ov::CompiledModel compiled_;
     ov::InferRequest request_;

@@ -114,6 +114,7 @@ class TrtEngine : public Engine {
     const float* boxes() const override { return host_[1]; }
     const float* logits() const override { return host_[2]; }
     std::string info() const override { return info_; }
+    std::string settings() const override { return "{\"batch\": 1}"; }
 
   private:
     void expect(const char* name, nvinfer1::TensorIOMode mode) {

@@ -1,11 +1,12 @@
 // edgedet C++ runtime: the detector of one compiled edgedet artifact.
 //
 // Written by edgedet next to the artifact (ARTIFACT/runtime/cpp); the constants (resolution, class names,
-// threshold, top-k) are in edgedet/config.hpp, generated from the same runtime_config() as the Python runtime.
+// threshold, top-k, the runtime options it was measured with) are in edgedet/config.hpp, generated from the same
+// artifact.json the Python runtime reads.
 //
 //   edgedet::Detector det("path/to/ARTIFACT");            // loads the model once
 //   for (const auto& d : det.detect(rgb, width, height, stride))
-//       printf("%s %.2f [%.1f %.1f %.1f %.1f]\n", det.class_name(d.label), d.score, d.x1, d.y1, d.x2, d.y2);
+//       std::cout << det.class_name(d.label) << " " << d.score << " " << d.x1 << " " << d.y1 << "\n";
 //
 // Pre-processing and post-processing are those of edgedet/runtime/core.py: the RGB image is stretched (not
 // letterboxed) to R x R with bilinear sampling (half-pixel centres, no antialias), scaled to [0,1] and laid out as
@@ -22,6 +23,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace edgedet {
@@ -44,13 +46,15 @@ struct Detection {
     float score;  // sigmoid of the logit, in (0, 1)
     int label;    // class id in [0, num_classes)
     int query;    // the decoder query it came from
+    int category_id;  // the dataset's category id of `label` when the artifact records them, else -1
 };
 
 struct Options {
-    int threads = 0;         // inference threads; 0: the backend's default
+    int threads = 0;         // inference threads; 0: the artifact's (config::kThreads, what it was measured with)
     float threshold = -1.f;  // keep scores > threshold; < 0: config::kThreshold
     int topk = 0;            // at most this many detections; 0: config::kTopK
-    std::string device;      // OpenVINO device ("CPU", "GPU"...); empty: "CPU". TensorRT: CUDA device index ("0")
+    std::string device;      // OpenVINO device ("CPU", "GPU"...); empty: config::kOpenVINODevice. TensorRT: CUDA
+                             // device index ("0")
 };
 
 class Engine;  // the backend (src/engine_<backend>.cpp)
@@ -83,8 +87,9 @@ class Detector {
     int num_classes() const;
     float threshold() const;
     int topk() const;
-    const char* class_name(int label) const;  // "" for an id out of range
-    std::string backend_info() const;         // backend name and version, model path
+    std::string_view class_name(int label) const;  // "" for an id out of range (names may hold any byte)
+    std::string backend_info() const;              // backend name and version, model path
+    std::string settings() const;  // the runtime settings in effect, read back from the runtime (a JSON object)
 
   private:
     struct Impl;

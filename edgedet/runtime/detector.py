@@ -1,0 +1,225 @@
+"""The Python runtime of a compiled edgedet artifact: Detector and `python -m edgedet_runtime IMAGE...`.
+
+Shipped verbatim as ARTIFACT/runtime/python/edgedet_runtime/__init__.py, next to copies of core.py (pre- and
+post-processing) and runners.py (the runner that measured the artifact); needs numpy and the artifact's runtime only.
+Nothing in it is generated: the artifact's constants (subnet, resolution, classes and their names, category ids, the
+runtime options it was measured with) are read at run time from ARTIFACT/artifact.json and validated there
+(runners.read_artifact), so no class name or path from a checkpoint or dataset can ever become code.
+
+    from edgedet_runtime import Detector          # with ARTIFACT/runtime/python on sys.path
+    det = Detector()                              # the artifact two folders up; Detector("path/to/ARTIFACT")
+    for d in det.detect(rgb):                     # rgb uint8 [H,W,3]
+        print(d["name"], d["score"], d["box"])    # box xyxy in pixels of rgb; best first
+
+The runner applies the artifact's recorded runtime options (threads, OpenVINO hint/streams/device/pinning, ONNX
+Runtime sequential execution); `threads=N` (or --threads N) overrides the thread count explicitly.
+"""
+import json
+import os
+import sys
+
+import numpy as np
+
+from . import core, runners
+
+DEFAULT_THRESHOLD, DEFAULT_TOPK = 0.3, 100
+ARTIFACT_DIR = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, os.pardir,
+                                             os.pardir))  # runtime/python/edgedet_runtime -> ARTIFACT
+MAX_IMAGE_BYTES = 1 << 30
+MAX_PIXELS = 1 << 26  # 67 M pixels: larger images are refused (decompression bombs, lying headers)
+
+
+class ImageError(ValueError):
+    """An image file that cannot be read as RGB: one line naming the file and what is wrong."""
+
+
+def runtime_config(art: dict) -> dict:
+    """The constants of the Python and C++ runtimes, from a validated artifact.json dict."""
+    m = art["metadata"]
+    match = runners.SUBNET_ID.match(m["subnet"])
+    names = m.get("class_names") or []
+    return {"subnet": m["subnet"], "backend": art["backend"], "precision": art["precision"],
+            "model_file": art["model_file"], "resolution": int(m["resolution"]), "num_classes": int(m["num_classes"]),
+            "num_queries": int(match.group(5)), "class_names": list(names), "category_ids": m.get("category_ids"),
+            "threshold": DEFAULT_THRESHOLD, "topk": DEFAULT_TOPK,
+            "runtime_options": runners.runtime_options(art["backend"], art.get("runtime_options") or {})}
+
+
+class Detector:
+    """detect(rgb uint8 [H,W,3]) -> list of dicts (box xyxy pixels, score, label, name[, category_id]), best first."""
+
+    def __init__(self, artifact_dir=None, threads=None, threshold=None, topk=None):
+        self.dir = artifact_dir or ARTIFACT_DIR
+        art = runners.read_artifact(self.dir)
+        self.config = runtime_config(art)
+        self.runner = runners.load(self.dir, art, {} if threads is None else {"threads": int(threads)})
+        self.threshold = self.config["threshold"] if threshold is None else float(threshold)
+        self.topk = self.config["topk"] if topk is None else int(topk)
+        self.resolution = self.config["resolution"]
+
+    def raw(self, rgb):
+        """(boxes [1,Q,4] normalised cxcywh, logits [1,Q,C]) for one image."""
+        boxes, logits = self.runner.infer(core.preprocess(rgb, self.resolution))
+        return np.asarray(boxes), np.asarray(logits)
+
+    def detect(self, rgb):
+        boxes, logits = self.raw(rgb)
+        det = core.postprocess(boxes, logits, [rgb.shape[:2]], self.topk, self.threshold)[0]
+        names, ids = self.config["class_names"], self.config["category_ids"]
+        out = []
+        for b, s, lab in zip(det["boxes"], det["scores"], det["labels"]):
+            d = {"box": [round(float(v), 2) for v in b], "score": round(float(s), 4), "label": int(lab),
+                 "name": names[lab] if lab < len(names) else str(int(lab))}
+            if ids is not None:
+                d["category_id"] = int(ids[lab])
+            out.append(d)
+        return out
+
+    def info(self) -> dict:
+        """The runner's runtime, version, precision and settings in effect (read back from the session)."""
+        return self.runner.info()
+
+
+# ---------------------------------------------------------------------------------------------------------- images
+def _pnm(data: bytes, path: str):
+    """Binary PGM/PPM (P5/P6, maxval 1..65535; 16-bit samples are big-endian) -> RGB uint8, scaled to 0..255 as
+    (v * 255 + maxval // 2) // maxval. The header must fit in the first 1 KiB and is checked against the file size
+    before any pixel is touched."""
+    head, fields, pos = data[:1024], [], 2
+    while len(fields) < 3:
+        while head[pos:pos + 1].isspace():
+            pos += 1
+        if head[pos:pos + 1] == b"#":
+            end = head.find(b"\n", pos)
+            if end < 0:
+                break
+            pos = end + 1
+            continue
+        end = pos
+        while head[end:end + 1].isdigit() and end - pos < 10:
+            end += 1
+        if end == pos or not head[end:end + 1].isspace():
+            break
+        fields.append(int(head[pos:end]))
+        pos = end
+    if len(fields) < 3:
+        raise ImageError("%s: bad PNM header (width, height and maxval must be decimal numbers in the first 1 KiB)"
+                         % path)
+    w, h, maxval = fields
+    channels = 3 if data[1:2] == b"6" else 1
+    if not (0 < w and 0 < h and w * h <= MAX_PIXELS and 0 < maxval < 65536):
+        raise ImageError("%s: PNM header says %d x %d, maxval %d (at most %d pixels, maxval 1..65535)"
+                         % (path, w, h, maxval, MAX_PIXELS))
+    pos += 1  # the single whitespace after maxval
+    sample = 1 if maxval < 256 else 2
+    need = w * h * channels * sample
+    if len(data) - pos < need:
+        raise ImageError("%s: truncated: the header says %d x %d (%d bytes of pixels), the file has %d"
+                         % (path, w, h, need, max(len(data) - pos, 0)))
+    a = np.frombuffer(data, np.uint8 if sample == 1 else ">u2", w * h * channels, pos).reshape(h, w, channels)
+    if maxval != 255:
+        a = ((a.astype(np.uint32) * 255 + maxval // 2) // maxval).astype(np.uint8)
+    return np.ascontiguousarray(np.broadcast_to(a, (h, w, 3)) if channels == 1 else a, np.uint8)
+
+
+def _npy(path: str):
+    fmt = np.lib.format
+    with open(path, "rb") as f:
+        try:
+            version = fmt.read_magic(f)
+            read = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}.get(version)
+            if read is None:
+                raise ValueError("unsupported .npy version %s" % (version,))
+            shape, _, dtype = read(f)
+        except (ValueError, OSError, SyntaxError) as e:
+            raise ImageError("%s: not a .npy array (%s)" % (path, str(e).splitlines()[0][:120])) from None
+        if dtype != np.uint8 or len(shape) != 3 or shape[2] != 3 or not 0 < shape[0] * shape[1] <= MAX_PIXELS:
+            raise ImageError("%s: a .npy image must be uint8 [H,W,3] with at most %d pixels, got %s %s"
+                             % (path, MAX_PIXELS, dtype, list(shape)))
+    a = np.load(path, allow_pickle=False)
+    return np.ascontiguousarray(a)
+
+
+def _pil(path: str):
+    import warnings
+
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            im = Image.open(path)
+        except Image.DecompressionBombError as e:
+            raise ImageError("%s: cannot be read as an image (%s)" % (path, e)) from None
+        with im:
+            im.load()
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey: scale, never clip at 255
+                a = np.asarray(im, dtype=np.uint32)
+                a = ((np.minimum(a, 65535) * 255 + 32767) // 65535).astype(np.uint8)
+                return np.ascontiguousarray(np.stack([a] * 3, -1))
+            return np.array(im.convert("RGB"))
+
+
+def read_image(path: str):
+    """RGB uint8 [H,W,3] from a file: binary PPM/PGM and .npy built in (bounded, checked against the file size),
+    other formats through Pillow when installed (decompression bombs refused, 16-bit grey scaled). ImageError
+    (one line) for anything that is not a readable image."""
+    try:
+        if not os.path.isfile(path):
+            raise ImageError("%s: no such file" % path if not os.path.exists(path) else "%s: not a file" % path)
+        size = os.path.getsize(path)
+        if size == 0:
+            raise ImageError("%s: empty file" % path)
+        if size > MAX_IMAGE_BYTES:
+            raise ImageError("%s: %d bytes, larger than the %d MiB an image may have" % (path, size,
+                                                                                         MAX_IMAGE_BYTES >> 20))
+        if path.endswith(".npy"):
+            return _npy(path)
+        with open(path, "rb") as f:
+            head = f.read(2)
+            if head in (b"P5", b"P6"):
+                return _pnm(head + f.read(), path)
+        try:
+            import PIL  # noqa: F401
+        except ImportError:
+            raise ImageError("%s: install pillow to read this format (built in: binary PPM/PGM, .npy)" % path) \
+                from None
+        a = _pil(path)
+        if a.ndim != 3 or a.shape[0] < 1 or a.shape[1] < 1:
+            raise ImageError("%s: an image without pixels (%s)" % (path, list(a.shape)))
+        return a
+    except ImageError:
+        raise
+    except (OSError, ValueError, SyntaxError, EOFError, MemoryError, Warning) as e:
+        why = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        raise ImageError("%s: cannot be read as an image (%s)" % (path, why)) from None
+
+
+def _print_safe(s: str) -> str:
+    return "".join(c if c.isprintable() else "?" for c in s)
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m edgedet_runtime",
+                                 description="detections of this artifact in images, one JSON line each")
+    ap.add_argument("images", nargs="+")
+    ap.add_argument("--artifact", default=None, help="artifact folder (default: the one this runtime is in)")
+    ap.add_argument("--threshold", type=float, default=None)
+    ap.add_argument("--topk", type=int, default=None, help="at most this many detections per image (default 100)")
+    ap.add_argument("--threads", type=int, default=None, help="override the recorded thread count")
+    ap.add_argument("--info", action="store_true", help="print the runtime settings in effect first")
+    a = ap.parse_args(argv)
+    try:
+        det = Detector(a.artifact, threads=a.threads, threshold=a.threshold, topk=a.topk)
+        if a.info:
+            print(json.dumps({"info": det.info()}))
+        for path in a.images:
+            for d in det.detect(read_image(path)):
+                print(json.dumps(dict(d, image=path)))
+    except (ImageError, runners.ArtifactError, runners.Unsupported, FileNotFoundError, ValueError) as e:
+        print("error: %s" % _print_safe(str(e)), file=sys.stderr)
+        return 2
+    return 0
