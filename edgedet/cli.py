@@ -360,11 +360,34 @@ def bench(artifacts: list[Path] = typer.Argument(..., help="Artifact folder(s) f
 @user_errors
 def import_rfdetr_cmd(checkpoint: Path = typer.Argument(..., help="RF-DETR checkpoint (.pth or Lightning .ckpt "
                                                                 "from the rfdetr package)."),
-                      output: Path = typer.Option(..., "-o", "--output", help="Output supernet (.safetensors).")):
-    """RF-DETR checkpoint -> edgedet supernet (read without executing code; query group 0 only)."""
+                      output: Path = typer.Option(..., "-o", "--output", help="Output supernet (.safetensors)."),
+                      resolution: Optional[int] = typer.Option(None, "--resolution", help="Input side the model was "
+                                                               "trained at, when the checkpoint has no args (default: "
+                                                               "rfdetr's for the recognised model, e.g. 560 for "
+                                                               "RF-DETR Base)."),
+                      num_windows: Optional[int] = typer.Option(None, "--num-windows", help="Attention windows per "
+                                                                "side (rfdetr's num_windows)."),
+                      num_queries: Optional[int] = typer.Option(None, "--num-queries", help="Queries per group "
+                                                                "(rfdetr's num_queries)."),
+                      group_detr: Optional[int] = typer.Option(None, "--group-detr", help="Query groups the "
+                                                               "checkpoint was trained with (default 13)."),
+                      class_names: Optional[str] = typer.Option(None, "--class-names", help="Class name of each "
+                                                                "label: a comma list, or @FILE (one per line or a "
+                                                                "JSON list)."),
+                      arg: Optional[list[str]] = typer.Option(None, "--arg", help="Any other rfdetr setting the "
+                                                              "checkpoint lacks, KEY=VALUE (VALUE as JSON), e.g. "
+                                                              "--arg out_feature_indexes=[2,5,8,11] (repeatable).")):
+    """RF-DETR checkpoint -> edgedet supernet (read without executing code; query group 0 only). Settings the
+    file lacks come from rfdetr's defaults for the recognised model; state them with the options above."""
+    from .errors import ConfigError
     from .importers.rfdetr import import_rfdetr
+    from .importers.rfdetr_config import parse_user_args
 
-    for line in import_rfdetr(checkpoint, output)[1].summary_lines():
+    user = parse_user_args(arg, resolution=resolution, num_windows=num_windows, num_queries=num_queries,
+                           group_detr=group_detr, class_names=class_names)
+    if output.is_dir():
+        raise ConfigError(f"{output}: is a folder; -o takes the .safetensors file to write")
+    for line in import_rfdetr(checkpoint, output, args=user)[1].summary_lines():
         typer.echo(line)
 
 
