@@ -78,7 +78,7 @@ def evaluate(checkpoint: str | Path | None = None, data: str | Path | None = Non
     net = load_supernet(ck)
     subs = [SubnetConfig.parse(s, net.cfg) for s in subnets] if subnets else [net.cfg.largest()]
     root = Path(data) if data else demo_data()
-    ds = CocoDetection(root, split)
+    ds = CocoDetection(root, split, labels=net.cfg)  # refuses a dataset whose categories the model does not have
     res = evaluate_subnets(net, subs, ds, batch_size=batch_size, progress=progress)
     out = {s.id: dict(res[s.id], gflops=round(_cost(net.cfg, s).gflops, 3)) for s in subs}
     return {"checkpoint": str(ck), "data": str(root), "split": split, "images": len(ds), "subnets": out}

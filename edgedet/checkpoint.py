@@ -15,11 +15,33 @@ FORMAT = "edgedet-supernet"
 VERSION = 1
 
 
-def atomic_write(path: Path, write) -> None:
-    """Call write(tmp_path) then rename onto `path`, so readers never see a half-written file."""
+def check_output_file(path: Path) -> Path:
+    """Before any work: `path` can become a file (it is not a folder, and no existing parent is a file).
+    EdgedetError naming it otherwise; nothing is created."""
+    from .errors import EdgedetError
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    if path.is_dir():
+        raise EdgedetError(f"{path}: is a folder; give the path of the file to write")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise EdgedetError(f"{path}: cannot write: {parent} is not a folder")
+    return path
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call write(tmp_path) then rename onto `path`, so readers never see a half-written file. A path that cannot
+    be written (a folder in the way, no permission, no space) is one EdgedetError naming it; nothing is left."""
+    from .errors import EdgedetError
+
+    path = check_output_file(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise EdgedetError(f"{path}: cannot write ({e.strerror or type(e).__name__})") from None
     os.close(fd)
     try:
         write(Path(tmp))
@@ -27,6 +49,8 @@ def atomic_write(path: Path, write) -> None:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; outputs are ordinary files
         os.replace(tmp, path)
+    except OSError as e:
+        raise EdgedetError(f"{path}: cannot write ({e.strerror or type(e).__name__})") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -44,7 +68,8 @@ def save_supernet(net, path: Path, meta: dict | None = None, inference: bool = T
     groups = net.groups
     if inference and groups > 1:
         nq = net.cfg.num_queries
-        sd = {k: v for k, v in sd.items() if not (k.startswith("query_select.") and not k.startswith("query_select.0."))}
+        sd = {k: v for k, v in sd.items()
+              if not (k.startswith("query_select.") and not k.startswith("query_select.0."))}
         sd["query_feat"] = sd["query_feat"][:nq].clone()
         sd["refpoint_embed"] = sd["refpoint_embed"][:nq].clone()
         groups = 1
@@ -168,7 +193,8 @@ def load_state(net: torch.nn.Module, sd: dict, path: Path | str) -> None:
         raise CheckpointError(f"{path}: checkpoint does not match its config: " + ", ".join(parts))
     for k, v in sd.items():
         if tuple(v.shape) != tuple(own[k].shape):
-            raise CheckpointError(f"{path}: tensor {k} has shape {tuple(v.shape)}, config expects {tuple(own[k].shape)}")
+            raise CheckpointError(f"{path}: tensor {k} has shape {tuple(v.shape)}, config expects "
+                                  f"{tuple(own[k].shape)}")
     net.load_state_dict(sd, strict=True)
 
 

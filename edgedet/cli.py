@@ -21,8 +21,15 @@ runtime_app = typer.Typer(help="The runtimes written next to compiled artifacts.
 app.add_typer(runtime_app, name="runtime")
 
 
+def one_line(msg: str, limit: int = 2000) -> str:
+    """`msg` as one printable line: names and keys taken from untrusted files may hold newlines or terminal
+    escapes, which are shown escaped; very long messages are cut."""
+    out = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(msg))
+    return out if len(out) <= limit else out[:limit - 3] + "..."
+
+
 def _fail(msg: str) -> None:
-    typer.echo(f"error: {msg}", err=True)
+    typer.echo(f"error: {one_line(msg)}", err=True)
     raise typer.Exit(2)
 
 
@@ -97,10 +104,11 @@ def export(subnet: str = typer.Option(..., "--subnet", "-s", help="Subnet id, e.
            no_check: bool = typer.Option(False, "--no-check", help="Skip the ONNX Runtime vs torch check.")):
     """Export one subnet to ONNX (images [B,3,R,R] RGB 0..1 -> boxes cxcywh, logits), checked with ONNX Runtime."""
     from .api import export_onnx, load_supernet
+    from .checkpoint import check_output_file, read_header
     from .config import SubnetConfig
     from .config import preset as get_preset
-    from .checkpoint import read_header
 
+    check_output_file(output)
     cfg = read_header(checkpoint)[0] if checkpoint else (get_preset(preset) if preset else None)
     if cfg is not None:
         SubnetConfig.parse(subnet, cfg)  # fail fast, before loading weights
@@ -256,7 +264,7 @@ def compile_cmd(subnet: str = typer.Option(..., "--subnet", "-s", help="Subnet i
 
         if load_target(target).backend != "openvino" or precision != "int8":
             raise ConfigError("--max-ap-drop is accuracy-controlled int8 for OpenVINO targets (use with --int8)")
-        options = {"accuracy_control": {"dataset": CocoDetection(data or demo_data(), "valid"),
+        options = {"accuracy_control": {"dataset": CocoDetection(data or demo_data(), "valid", labels=net.cfg),
                                         "max_ap_drop": max_ap_drop}}
     art = compile_subnet(net, subnet, target, precision, output, calibration=calibration, runtime=runtimes,
                          options=options)
@@ -379,14 +387,13 @@ def import_rfdetr_cmd(checkpoint: Path = typer.Argument(..., help="RF-DETR check
                                                               "--arg out_feature_indexes=[2,5,8,11] (repeatable).")):
     """RF-DETR checkpoint -> edgedet supernet (read without executing code; query group 0 only). Settings the
     file lacks come from rfdetr's defaults for the recognised model; state them with the options above."""
-    from .errors import ConfigError
+    from .checkpoint import check_output_file
     from .importers.rfdetr import import_rfdetr
     from .importers.rfdetr_config import parse_user_args
 
     user = parse_user_args(arg, resolution=resolution, num_windows=num_windows, num_queries=num_queries,
                            group_detr=group_detr, class_names=class_names)
-    if output.is_dir():
-        raise ConfigError(f"{output}: is a folder; -o takes the .safetensors file to write")
+    check_output_file(output)
     for line in import_rfdetr(checkpoint, output, args=user)[1].summary_lines():
         typer.echo(line)
 
@@ -438,7 +445,23 @@ def device_report_lines(rep: dict) -> list[str]:
 
 
 def main() -> None:
-    app(prog_name="edgedet")
+    """The console script. A command-line mistake (unknown option, a value of the wrong type, a missing argument)
+    is one line on stderr and exit code 2, like every other user error; help prints as usual."""
+    try:
+        code = app(prog_name="edgedet", standalone_mode=False)
+    except typer.Abort:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except typer.TyperException as e:  # typer's usage errors (its vendored click's UsageError, BadParameter, ...)
+        ctx = getattr(e, "ctx", None)
+        if type(e).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            typer.echo(ctx.get_help(), err=True)
+            sys.exit(2)
+        msg = e.format_message() if hasattr(e, "format_message") else str(e)
+        where = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+        typer.echo(f"error: {one_line(' '.join(msg.split()))}{where}", err=True)
+        sys.exit(getattr(e, "exit_code", 2))
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -121,6 +121,9 @@ def read_rfdetr_checkpoint(path: Path | str) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
+    from ..model.pretrained import check_torch_archive
+
+    check_torch_archive(path)
     try:
         with torch.serialization.safe_globals(list(ALLOWED_GLOBALS)):
             obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -479,12 +482,12 @@ def _infer_config(sd: dict, opts: dict, ckpt: dict, path: Path, notes: list[str]
     resolution = _get(opts, "resolution", int, path)
     if resolution is None:
         resolution = _default_resolution(layout, patch, pos_grid, step, path)
-        how = (f"{layout.model}'s default" if layout and layout.pos_grid == pos_grid and not layout.grid_follows_resolution
-               else "the position grid's")
+        own_default = layout and layout.pos_grid == pos_grid and not layout.grid_follows_resolution
+        how = f"{layout.model}'s default" if own_default else "the position grid's"
         notes.append(f"no resolution in the checkpoint; assumed {how} {resolution} (--resolution to say otherwise)")
     elif resolution % step:
-        raise CheckpointError(f"{path}: {_source('resolution', user_keys)} {resolution} is not a multiple of patch x windows = {patch} x {windows} "
-                              f"= {step}")
+        raise CheckpointError(f"{path}: {_source('resolution', user_keys)} {resolution} is not a multiple of patch "
+                              f"x windows = {patch} x {windows} = {step}")
     grid = resolution // patch
     names, cat_ids = _class_names(opts, n_logits, notes)
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..data.coco import UNUSED_CLASS  # name of a logit no class is trained on (unused COCO ids, no-object slot)
 from ..errors import CheckpointError, ConfigError
 
 __all__ = ["Layout", "LAYOUTS", "ARG_LIMITS", "COCO_CATEGORIES", "UNUSED_CLASS", "check_args", "parse_user_args",
@@ -215,4 +216,3 @@ COCO_CATEGORIES = {  # COCO 2017 category id -> name (released RF-DETR COCO head
     82: "refrigerator", 84: "book", 85: "clock", 86: "vase", 87: "scissors", 88: "teddy bear", 89: "hair drier",
     90: "toothbrush",
 }
-UNUSED_CLASS = "N/A"  # name of a logit no class is trained on (unused COCO ids, the trailing no-object slot)
