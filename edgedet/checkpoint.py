@@ -103,7 +103,7 @@ def read_header(path: Path) -> tuple[SupernetConfig, int, dict]:
     if "config" not in header:
         raise CheckpointError(f"{path}: no 'config' in the checkpoint metadata")
     try:
-        cfg = SupernetConfig.model_validate_json(header["config"])
+        cfg = SupernetConfig.model_validate_json(header["config"], strict=True)  # "128" is not a number here
     except ValidationError as e:
         from .config import _first_error
 

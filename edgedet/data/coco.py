@@ -64,7 +64,7 @@ class _Check:
             return None
         v = rec[key]
         if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= MAX_ID:
-            raise self.fail(where, f"'{key}' is {_shown(v)}, expected an integer >= {lo}")
+            raise self.fail(where, f"'{key}' is {_shown(v)}, expected an integer in {lo}..2**63-1")
         return v
 
     def text(self, rec: dict, key: str, where: str) -> str:

@@ -19,6 +19,7 @@ import math
 import pickle
 import re
 import types
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from ..backends.base import sha256
 from ..checkpoint import expected_shapes
 from ..config import SupernetConfig
 from ..errors import CheckpointError
-from .rfdetr_config import COCO_CATEGORIES, UNUSED_CLASS, check_args, match_layout
+from .rfdetr_config import COCO_CATEGORIES, UNUSED_CLASS, check_args, match_layout, setting_name
 
 __all__ = ["ALLOWED_GLOBALS", "ImportReport", "read_rfdetr_checkpoint", "convert_rfdetr", "import_rfdetr"]
 
@@ -125,7 +126,8 @@ def read_rfdetr_checkpoint(path: Path | str) -> dict:
 
     check_torch_archive(path)
     try:
-        with torch.serialization.safe_globals(list(ALLOWED_GLOBALS)):
+        with torch.serialization.safe_globals(list(ALLOWED_GLOBALS)), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's pickle-protocol warning for files it may refuse anyway
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         msg = str(e)
@@ -364,15 +366,6 @@ def _class_names(opts: dict, n_logits: int, notes: list[str]) -> tuple[list[str]
     return None, None
 
 
-_FLAGS = {"resolution": "--resolution", "num_windows": "--num-windows", "num_queries": "--num-queries",
-          "group_detr": "--group-detr", "class_names": "--class-names"}
-
-
-def _source(key: str, user_keys: frozenset) -> str:
-    """How a setting is named in a message: the option the user gave it with, or the checkpoint's args.KEY."""
-    return _FLAGS.get(key, f"--arg {key}") if key in user_keys else f"args.{key}"
-
-
 def _text(v: Any, limit: int = 200) -> str | None:
     """A short string field of the checkpoint (model_name, rfdetr_version), or None if absent or not plain text."""
     return v if isinstance(v, str) and 0 < len(v) <= limit and v.isprintable() else None
@@ -486,8 +479,9 @@ def _infer_config(sd: dict, opts: dict, ckpt: dict, path: Path, notes: list[str]
         how = f"{layout.model}'s default" if own_default else "the position grid's"
         notes.append(f"no resolution in the checkpoint; assumed {how} {resolution} (--resolution to say otherwise)")
     elif resolution % step:
-        raise CheckpointError(f"{path}: {_source('resolution', user_keys)} {resolution} is not a multiple of patch "
-                              f"x windows = {patch} x {windows} = {step}")
+        name = setting_name("resolution", "resolution" in user_keys)
+        raise CheckpointError(f"{path}: {name} {resolution} is not a multiple of patch x windows = {patch} x "
+                              f"{windows} = {step}")
     grid = resolution // patch
     names, cat_ids = _class_names(opts, n_logits, notes)
 

@@ -16,7 +16,7 @@ from ..data.coco import UNUSED_CLASS  # name of a logit no class is trained on (
 from ..errors import CheckpointError, ConfigError
 
 __all__ = ["Layout", "LAYOUTS", "ARG_LIMITS", "COCO_CATEGORIES", "UNUSED_CLASS", "check_args", "parse_user_args",
-           "match_layout"]
+           "match_layout", "setting_name"]
 
 
 @dataclass(frozen=True)
@@ -100,10 +100,19 @@ MAX_CLASSES = 100000
 MAX_NAME = 1000  # characters of one class name
 
 
+FLAGS = {"resolution": "--resolution", "num_windows": "--num-windows", "num_queries": "--num-queries",
+         "group_detr": "--group-detr", "class_names": "--class-names"}  # settings with their own import option
+
+
+def setting_name(key: str, user: bool) -> str:
+    """How a setting is named in a message: the option the user gave it with, or the checkpoint's args.KEY."""
+    return FLAGS.get(key, f"--arg {key}") if user else f"args.{key}"
+
+
 def _bad(source: str, key: str, v: Any, expected: str, user: bool):
     shown = repr(v)
     shown = shown if len(shown) <= 60 else shown[:57] + "..."
-    where = f"--arg {key}" if user else f"{source}: args.{key}"
+    where = setting_name(key, True) if user else f"{source}: args.{key}"
     err = ConfigError if user else CheckpointError
     return err(f"{where} is {shown}, expected {expected}")
 

@@ -151,9 +151,13 @@ def check_torch_archive(path: Path) -> None:
 
 
 def _torch_load_safe(path: Path) -> object:
+    import warnings
+
     check_torch_archive(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols of files it then refuses anyway
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         msg = str(e)
         glob = re.search(r"GLOBAL\s+([\w.]+)", msg)

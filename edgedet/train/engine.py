@@ -253,7 +253,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         scfg = scfg.model_copy(update={"fdr": True})
     train_set = CocoDetection(Path(cfg.data), "train", transforms=RandomCropFlip())
     # labels are the training set's categories in id order; their ids travel with the model (evaluation maps by id)
-    scfg = scfg.model_copy(update={"num_classes": len(train_set.class_names), "class_names": list(train_set.class_names),
+    scfg = scfg.model_copy(update={"num_classes": len(train_set.class_names),
+                                   "class_names": list(train_set.class_names),
                                    "category_ids": list(train_set.category_ids)})
     space = load_space(cfg.space, scfg)
     subnets = space.subnets(scfg)
