@@ -27,6 +27,7 @@ def offline_rfdetr():
     from rfdetr.models.backbone import dinov2
 
     warnings.filterwarnings("ignore", module="rfdetr")
+    warnings.filterwarnings("ignore", message=".*pretrain_weights=None")  # random models are the point here
     logging.getLogger("rf-detr").setLevel(logging.ERROR)
     backbone = dinov2.WindowedDinov2WithRegistersBackbone
     backbone.from_pretrained = classmethod(lambda cls, name, config=None, **kw: cls(config))
