@@ -377,7 +377,7 @@ def convert_dinov2(
     kernel = check_vit_tensor(out["patch_embed.proj.weight"], prefix + "patch_embed.proj.weight", 4)
     if kernel.shape[-1] != kernel.shape[-2]:
         raise PretrainedError(f"patch kernel of shape {tuple(kernel.shape)} is not square")
-    check_vit_dims(dim=embed_dim, depth=src_depth, patch=kernel.shape[-1], grid=max(1, math.isqrt(pos.shape[1] - 1)))
+    check_vit_dims(dim=embed_dim, depth=src_depth, patch=kernel.shape[-1], grid=math.isqrt(max(0, pos.shape[1] - 1)))
     src_grid = math.isqrt(pos.shape[1] - 1)
     out["pos_embed"] = resize_pos_embed(out["pos_embed"], grid)
     src_patch = out["patch_embed.proj.weight"].shape[-1]

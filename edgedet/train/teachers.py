@@ -176,7 +176,7 @@ def dinov2_teacher(sd: dict, source: str, sha: str, heads: int | None = None) ->
         raise PretrainedError(f"not a DINOv2 state dict (no {patch_key} / {pos_key})")
     patch = check_vit_tensor(inner[patch_key], prefix + patch_key, 4).shape[-1]
     grid = math.isqrt(max(0, check_vit_tensor(inner[pos_key], prefix + pos_key, 3).shape[1] - 1))
-    check_vit_dims(patch=patch, grid=max(grid, 1))
+    check_vit_dims(patch=patch, grid=grid)
     hub, _ = convert_dinov2(sd, patch_size=patch, grid=grid)
     dim = hub["cls_token"].shape[-1]
     depth, hidden = _shape_info(hub)

@@ -373,6 +373,8 @@ TEACHER_CASES = [
                   r"teacher\.pth: .*not square"),
     _teacher_case("grid-over-limit", lambda s: _dinov2(pos_embed=torch.zeros(1, 1 + 600 * 600, 1)),
                   r"teacher\.pth: .*grid 600 .* outside"),
+    _teacher_case("pos-cls-only", lambda s: _dinov2(pos_embed=torch.zeros(1, 1, 48)),
+                  r"teacher\.pth: .*grid 0 read from the file's shapes is outside"),
     _teacher_case("fc1-missing", lambda s: _dinov2(blocks__0__mlp__fc1__weight=None), r"teacher\.pth: .*fc1"),
     _teacher_case("pos-not-square", lambda s: _dinov2(pos_embed=torch.zeros(1, 18, 48)), r"teacher\.pth: .*square"),
     _teacher_case("heads-do-not-divide", lambda s: _dinov2_wide(129), r"teacher\.pth: .*width 129 does not split",
