@@ -1,28 +1,25 @@
-"""Parity of imported RF-DETR weights with the `rfdetr` package's own forward pass (Markdown table).
+"""Parity of imported RF-DETR checkpoints with the `rfdetr` package's own forward pass (Markdown table).
 
-    python benchmarks/rfdetr_parity.py [--subnet ID ...] [--draws 8] [--threads 1]
+    PYTHONPATH=benchmarks/rfdetr_env:/tmp/rfenv:. python benchmarks/rfdetr_parity.py [--model RFDETRBase ...]
+        [--draws 8] [--threads 1]
 
-Needs `rfdetr` importable next to edgedet (it is not an edgedet dependency). With the CPU torch, PyPI's torchvision
-(a CUDA build) does not import; a stub `torchvision` package on PYTHONPATH providing the few names rfdetr imports
-(transforms.functional resize/normalize/to_tensor/pil_to_tensor, InterpolationMode, ops.boxes.box_area,
-_is_tracing, placeholder dataset/transform classes) is enough for building and running models offline.
+Needs `rfdetr` importable next to edgedet (not an edgedet dependency); with the CPU torch, PyPI's torchvision does
+not import, so benchmarks/rfdetr_env holds a pure-Python stand-in (its docstring has the install line).
 
-Builds a random RF-DETR-N (`RFDETRNano(pretrain_weights=None)`), adds seeded noise to every parameter (so the
-zero-initialised box heads and refpoint_embed are non-zero), saves it in rfdetr's format ({"model", "args":
-argparse.Namespace}), imports it with `edgedet.importers.import_rfdetr`, and for each subnet builds rfdetr with the
-same configuration (dec_layers / num_queries / resolution / num_windows) from that file through rfdetr's own loader,
-then compares boxes and logits row by row (queries matched by position) on ImageNet-normalised images (edgedet gets
-RGB in [0,1] and normalises inside). Inputs whose encoder scores are tied within 1e-4 at the top-k (where the query
-order is float noise and rows cannot be matched by position) are skipped and counted; a selection that differs by
-more than that is an error. Exit code 1 if any subnet differs by more than 1e-4.
+For each detection model rfdetr 1.11 builds (edgedet.importers.rfdetr_config.LAYOUTS), a random model with every
+parameter + N(0, 0.02) is saved as rfdetr saves it (with `args`) and as a bare {"model": state_dict}; both files are
+imported; for the native subnet and three other knob settings (shallower decoder + fewer queries, lower resolution,
+one window) rfdetr builds the same network from the file through its own loader, and boxes and logits are compared
+row by row (edgedet.importers.rfdetr_parity.compare: queries matched by position, inputs whose top-k encoder scores
+tie within 1e-4 skipped and counted). Prints the CPU (model, flags that change float results) first. Exit code 1 if
+any difference exceeds 1e-4.
 """
 from __future__ import annotations
 
 import argparse
-import logging
+import platform
 import sys
 import tempfile
-import warnings
 from pathlib import Path
 
 import torch
@@ -30,98 +27,68 @@ import torch
 from edgedet.checkpoint import load_supernet
 from edgedet.config import SubnetConfig
 from edgedet.importers import import_rfdetr
-
-MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-NATIVE = {"dec_layers": 2, "num_queries": 300, "resolution": 384, "num_windows": 2}
-DEFAULT = ["p16-r384-w2-d2-q300", "p16-r384-w2-d1-q300", "p16-r384-w2-d0-q300", "p16-r384-w2-d2-q100",
-           "p16-r384-w2-d2-q50", "p16-r512-w2-d2-q300", "p16-r320-w2-d2-q300", "p16-r320-w2-d1-q100",
-           "p16-r384-w1-d2-q300", "p16-r384-w4-d2-q300", "p16-r768-w2-d2-q300", "p16-r800-w2-d2-q300"]
+from edgedet.importers.rfdetr_config import LAYOUTS
+from edgedet.importers.rfdetr_parity import compare, offline_rfdetr, save_random, settings
 
 
-def rf_overrides(s: SubnetConfig) -> dict:
-    want = {"dec_layers": s.dec_layers, "num_queries": s.queries, "resolution": s.resolution, "num_windows": s.windows}
-    return {k: v for k, v in want.items() if v != NATIVE[k]}
-
-
-def make_checkpoint(RFDETRNano, folder: Path) -> Path:
-    torch.manual_seed(0)
-    m = RFDETRNano(pretrain_weights=None, device="cpu")
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in m.model.model.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.02)
-    ck = folder / "rand_nano.pth"
-    args = argparse.Namespace(**vars(m.model.args))
-    torch.save({"model": m.model.model.state_dict(), "args": args, "model_name": "RFDETRNano"}, ck)
-    return ck
-
-
-def compare(rf, module, res: int, draws: int, tie: float = 1e-4):
-    """(max |d boxes|, max |d logits|, skipped draws) on the first input whose top-k order is unambiguous."""
-    skipped = 0
-    for seed in range(draws):
-        x = torch.rand(1, 3, res, res, generator=torch.Generator().manual_seed(seed))
-        cap_rf, cap_ed = [], []
-        h1 = rf.transformer.enc_out_class_embed[0].register_forward_hook(lambda m, i, o: cap_rf.append(o))
-        h2 = module.query_select.class_embed.register_forward_hook(lambda m, i, o: cap_ed.append(o))
-        with torch.no_grad():
-            out = rf((x - MEAN) / STD)
-            boxes, logits = module(x)
-        h1.remove()
-        h2.remove()
-        k = boxes.shape[1]
-        scores = cap_rf[0].max(-1).values
-        i_rf, i_ed = scores.topk(k, 1).indices, cap_ed[0].max(-1).values.topk(k, 1).indices
-        if not torch.equal(i_rf, i_ed):
-            gap = (scores.gather(1, i_rf) - scores.gather(1, i_ed)).abs()[i_rf != i_ed].max().item()
-            if gap >= tie:
-                raise AssertionError(f"top-k query selection differs beyond float noise (score gap {gap:.2e})")
-            skipped += 1
-            continue
-        return ((boxes - out["pred_boxes"]).abs().max().item(), (logits - out["pred_logits"]).abs().max().item(),
-                skipped)
-    return float("nan"), float("nan"), skipped
+def cpu() -> str:
+    """CPU model and the instruction-set flags that decide float kernels (AVX-512, AMX, bf16)."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    keep = sorted(f for f in flags if f.startswith(("avx512f", "avx512_bf16", "amx", "avx2", "fma")))
+    return f"{model} ({', '.join(keep) or 'flags unknown'})"
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--subnet", action="append", help="subnet id (repeatable); default: a spread of knob values")
+    ap.add_argument("--model", action="append", help="rfdetr class (repeatable); default: every layout")
     ap.add_argument("--draws", type=int, default=8, help="input draws to try per subnet")
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    warnings.filterwarnings("ignore")
-    logging.disable(logging.WARNING)
     try:
-        from rfdetr import RFDETRNano
+        rfdetr = offline_rfdetr()
     except Exception as e:
         print(f"rfdetr is not importable ({type(e).__name__}: {e}); see this script's docstring", file=sys.stderr)
         return 2
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
-        from importlib.metadata import version
-
         rf_version = version("rfdetr")
-    except Exception:
+    except PackageNotFoundError:
         rf_version = "(source checkout)"
-
-    with tempfile.TemporaryDirectory() as tmp:
-        ck = make_checkpoint(RFDETRNano, Path(tmp))
-        import_rfdetr(ck, Path(tmp) / "nano.safetensors")
-        net = load_supernet(Path(tmp) / "nano.safetensors")
-        print(f"rfdetr {rf_version}, torch {torch.__version__}, {a.threads} thread(s); "
-              "random RF-DETR-N, every parameter + N(0, 0.02); batch 1, uniform RGB noise\n")
-        print("| subnet | rfdetr built with | inputs skipped (top-k ties) | max abs diff boxes | max abs diff logits |")
-        print("|---|---|---|---|---|")
-        worst = 0.0
-        for sid in a.subnet or DEFAULT:
-            s = SubnetConfig.parse(sid, net.cfg)
-            kw = rf_overrides(s)
-            rf = RFDETRNano(pretrain_weights=str(ck), device="cpu", **kw).model.model.eval()
-            db, dl, skipped = compare(rf, net.extract(s), s.resolution, a.draws)
-            worst = max(worst, db, dl) if db == db else float("inf")
-            built = ", ".join(f"{k}={v}" for k, v in kw.items()) or "native"
-            print(f"| {sid} | {built} | {skipped} | {db:.2e} | {dl:.2e} |", flush=True)
+    print(f"rfdetr {rf_version}, torch {torch.__version__}, {a.threads} thread(s), cpu {cpu()}; random models, "
+          "every parameter + N(0, 0.02); batch 1, uniform RGB noise\n")
+    print("| model | subnet | rfdetr built with | import | draws skipped (top-k ties) | max abs diff boxes | "
+          "max abs diff logits |")
+    print("|---|---|---|---|---|---|---|")
+    worst = 0.0
+    by_name = {lay.model: lay for lay in LAYOUTS}
+    for name in a.model or list(by_name):
+        lay = by_name[name]
+        with tempfile.TemporaryDirectory() as tmp:
+            files = dict(zip(("args", "bare"), save_random(name, Path(tmp))))
+            nets = {}
+            for tag, ck in files.items():
+                import_rfdetr(ck, Path(tmp) / f"{tag}.safetensors")
+                nets[tag] = load_supernet(Path(tmp) / f"{tag}.safetensors")
+            for sid, kw in settings(lay):
+                rf = getattr(rfdetr, name)(pretrain_weights=str(files["args"]), device="cpu", **kw).model.model.eval()
+                for tag, net in nets.items():
+                    s = SubnetConfig.parse(sid, net.cfg)
+                    res = compare(rf, net.extract(s), s.resolution, a.draws)
+                    db, dl, skipped = res if res else (float("nan"), float("nan"), a.draws)
+                    worst = max(worst, db, dl) if res else float("inf")
+                    built = ", ".join(f"{k}={v}" for k, v in kw.items()) or "native"
+                    print(f"| {name} | {sid} | {built} | {'with args' if tag == 'args' else 'bare'} | {skipped} | "
+                          f"{db:.2e} | {dl:.2e} |", flush=True)
     return 0 if worst <= 1e-4 else 1
 
 

@@ -74,11 +74,16 @@ def evaluate(checkpoint: str | Path | None = None, data: str | Path | None = Non
     from .evaluate import evaluate_subnets
     from .model.cost import subnet_cost as _cost
 
+    from .checkpoint import read_header
+
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size {batch_size}: must be >= 1")
     ck = Path(checkpoint) if checkpoint else demo_checkpoint()
-    net = load_supernet(ck)
-    subs = [SubnetConfig.parse(s, net.cfg) for s in subnets] if subnets else [net.cfg.largest()]
+    cfg = read_header(ck)[0]  # the config alone: subnets and data are checked before the weights are loaded
+    subs = [SubnetConfig.parse(s, cfg) for s in subnets] if subnets else [cfg.largest()]
     root = Path(data) if data else demo_data()
-    ds = CocoDetection(root, split)
+    ds = CocoDetection(root, split, labels=cfg)  # refuses a dataset whose categories the model does not have
+    net = load_supernet(ck)
     res = evaluate_subnets(net, subs, ds, batch_size=batch_size, progress=progress)
     out = {s.id: dict(res[s.id], gflops=round(_cost(net.cfg, s).gflops, 3)) for s in subs}
     return {"checkpoint": str(ck), "data": str(root), "split": split, "images": len(ds), "subnets": out}

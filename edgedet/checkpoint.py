@@ -15,11 +15,33 @@ FORMAT = "edgedet-supernet"
 VERSION = 1
 
 
-def atomic_write(path: Path, write) -> None:
-    """Call write(tmp_path) then rename onto `path`, so readers never see a half-written file."""
+def check_output_file(path: Path) -> Path:
+    """Before any work: `path` can become a file (it is not a folder, and no existing parent is a file).
+    EdgedetError naming it otherwise; nothing is created."""
+    from .errors import EdgedetError
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    if path.is_dir():
+        raise EdgedetError(f"{path}: is a folder; give the path of the file to write")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise EdgedetError(f"{path}: cannot write: {parent} is not a folder")
+    return path
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call write(tmp_path) then rename onto `path`, so readers never see a half-written file. A path that cannot
+    be written (a folder in the way, no permission, no space) is one EdgedetError naming it; nothing is left."""
+    from .errors import EdgedetError
+
+    path = check_output_file(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise EdgedetError(f"{path}: cannot write ({e.strerror or type(e).__name__})") from None
     os.close(fd)
     try:
         write(Path(tmp))
@@ -27,6 +49,8 @@ def atomic_write(path: Path, write) -> None:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; outputs are ordinary files
         os.replace(tmp, path)
+    except OSError as e:
+        raise EdgedetError(f"{path}: cannot write ({e.strerror or type(e).__name__})") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -44,7 +68,8 @@ def save_supernet(net, path: Path, meta: dict | None = None, inference: bool = T
     groups = net.groups
     if inference and groups > 1:
         nq = net.cfg.num_queries
-        sd = {k: v for k, v in sd.items() if not (k.startswith("query_select.") and not k.startswith("query_select.0."))}
+        sd = {k: v for k, v in sd.items()
+              if not (k.startswith("query_select.") and not k.startswith("query_select.0."))}
         sd["query_feat"] = sd["query_feat"][:nq].clone()
         sd["refpoint_embed"] = sd["refpoint_embed"][:nq].clone()
         groups = 1
@@ -54,8 +79,12 @@ def save_supernet(net, path: Path, meta: dict | None = None, inference: bool = T
     return Path(path)
 
 
+MAX_GROUPS = 64  # Group-DETR query groups a checkpoint may declare (training uses 1..13)
+
+
 def read_header(path: Path) -> tuple[SupernetConfig, int, dict]:
-    """(config, groups, user metadata) of a checkpoint, without loading tensors."""
+    """(config, groups, user metadata) of a checkpoint, without loading tensors. The config is validated against
+    its limits (config.LIMITS); anything wrong is one CheckpointError line naming the file and the field."""
     from pydantic import ValidationError
     from safetensors import SafetensorError, safe_open
 
@@ -66,30 +95,83 @@ def read_header(path: Path) -> tuple[SupernetConfig, int, dict]:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: not a safetensors checkpoint ({str(e).splitlines()[0][:120]})") from None
+        raise CheckpointError(f"{path}: not a safetensors checkpoint ({_first_line(e)})") from None
     if header.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: safetensors file without edgedet supernet metadata (format={header.get('format')!r});"
-                              " import foreign weights with 'edgedet import' or load a backbone with --backbone")
+        raise CheckpointError(f"{path}: safetensors file without edgedet supernet metadata "
+                              f"(format={str(header.get('format'))[:40]!r}); import foreign weights with "
+                              "'edgedet import' or load a backbone with --backbone")
+    if "config" not in header:
+        raise CheckpointError(f"{path}: no 'config' in the checkpoint metadata")
     try:
-        cfg = SupernetConfig.model_validate_json(header["config"])
-        return cfg, int(header.get("groups", "1")), json.loads(header.get("meta", "{}"))
-    except (ValidationError, KeyError, ValueError) as e:
-        raise CheckpointError(f"{path}: invalid config in checkpoint metadata ({str(e).splitlines()[0][:160]})") from None
+        cfg = SupernetConfig.model_validate_json(header["config"], strict=True)  # "128" is not a number here
+    except ValidationError as e:
+        from .config import _first_error
+
+        raise CheckpointError(f"{path}: invalid config in checkpoint metadata: {_first_error(e)[:200]}") from None
+    except ValueError as e:
+        raise CheckpointError(f"{path}: invalid config in checkpoint metadata ({_first_line(e)})") from None
+    groups = header.get("groups", "1")
+    if not (groups.isascii() and groups.isdigit() and 1 <= int(groups) <= MAX_GROUPS):
+        raise CheckpointError(f"{path}: metadata 'groups' is {groups[:20]!r}, expected an integer in 1..{MAX_GROUPS}")
+    try:
+        meta = json.loads(header.get("meta", "{}"))
+    except ValueError as e:
+        raise CheckpointError(f"{path}: metadata 'meta' is not JSON ({_first_line(e)})") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: metadata 'meta' is a {type(meta).__name__}, expected a JSON object")
+    return cfg, int(groups), meta
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0][:160] if lines else type(e).__name__
+
+
+def expected_shapes(cfg: SupernetConfig, groups: int = 1) -> dict[str, tuple[int, ...]]:
+    """Shapes of a Supernet's state dict for `cfg`, built on the meta device (nothing allocated)."""
+    from .model.supernet import Supernet
+
+    with torch.device("meta"):
+        net = Supernet(cfg, groups=groups)
+    return {k: tuple(v.shape) for k, v in net.state_dict().items()}
+
+
+def check_file_shapes(path: Path, cfg: SupernetConfig, groups: int) -> None:
+    """Compare the tensors a safetensors file declares (its header only) with what `cfg` builds, before the model
+    is allocated: a config that does not describe the file is one CheckpointError naming a tensor."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            have = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: corrupt checkpoint ({_first_line(e)})") from None
+    want = expected_shapes(cfg, groups)
+    missing, extra = sorted(set(want) - set(have)), sorted(set(have) - set(want))
+    if missing or extra:
+        parts = [f"{len(missing)} missing tensor(s) (e.g. {missing[0]})"] if missing else []
+        parts += [f"{len(extra)} unexpected tensor(s) (e.g. {extra[0][:80]})"] if extra else []
+        raise CheckpointError(f"{path}: checkpoint does not match its config: " + ", ".join(parts))
+    for k, shape in want.items():
+        if have[k] != shape:
+            raise CheckpointError(f"{path}: tensor {k} has shape {have[k]}, config expects {shape}")
 
 
 def load_supernet(path: Path, groups: int | None = None):
     """Load a Supernet (eval mode). groups: build with this many query groups (training); extra groups beyond the
-    checkpoint's are initialised from group 0."""
+    checkpoint's are initialised from group 0. The header's config and tensor shapes are checked before anything
+    is allocated."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from .model.supernet import Supernet
 
     cfg, ck_groups, meta = read_header(path)
+    check_file_shapes(Path(path), cfg, ck_groups)
     try:
         sd = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: corrupt checkpoint ({str(e).splitlines()[0][:120]})") from None
+        raise CheckpointError(f"{path}: corrupt checkpoint ({_first_line(e)})") from None
     net = Supernet(cfg, groups=ck_groups)
     load_state(net, sd, path)
     if groups is not None and groups != ck_groups:
@@ -111,7 +193,8 @@ def load_state(net: torch.nn.Module, sd: dict, path: Path | str) -> None:
         raise CheckpointError(f"{path}: checkpoint does not match its config: " + ", ".join(parts))
     for k, v in sd.items():
         if tuple(v.shape) != tuple(own[k].shape):
-            raise CheckpointError(f"{path}: tensor {k} has shape {tuple(v.shape)}, config expects {tuple(own[k].shape)}")
+            raise CheckpointError(f"{path}: tensor {k} has shape {tuple(v.shape)}, config expects "
+                                  f"{tuple(own[k].shape)}")
     net.load_state_dict(sd, strict=True)
 
 

@@ -26,8 +26,15 @@ runtime_app = typer.Typer(help="The runtimes written next to compiled artifacts.
 app.add_typer(runtime_app, name="runtime")
 
 
+def one_line(msg: str, limit: int = 2000) -> str:
+    """`msg` as one printable line: names and keys taken from untrusted files may hold newlines or terminal
+    escapes, which are shown escaped; very long messages are cut."""
+    out = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(msg))
+    return out if len(out) <= limit else out[:limit - 3] + "..."
+
+
 def _fail(msg: str) -> None:
-    typer.echo(f"error: {msg}", err=True)
+    typer.echo(f"error: {one_line(msg)}", err=True)
     raise typer.Exit(2)
 
 
@@ -150,10 +157,11 @@ def export(subnet: str = typer.Option(..., "--subnet", "-s", help="Subnet id, e.
     """Export one subnet to ONNX (images [B,3,R,R] RGB 0..1 -> boxes cxcywh, logits), checked with ONNX Runtime
     (default supernet: the bundled demo)."""
     from .api import export_onnx, load_supernet
+    from .checkpoint import check_output_file, read_header
     from .config import SubnetConfig
     from .config import preset as get_preset
-    from .checkpoint import read_header
 
+    check_output_file(output)
     checkpoint, preset = _supernet_source(checkpoint, preset)
     cfg = read_header(checkpoint)[0] if checkpoint else get_preset(preset)
     SubnetConfig.parse(subnet, cfg)  # fail fast, before loading weights
@@ -325,7 +333,7 @@ def compile_cmd(subnet: str = typer.Option(..., "--subnet", "-s", help="Subnet i
             able = ", ".join(b for b in BACKEND_NAMES if capabilities(b).accuracy_control)
             raise ConfigError(f"--max-ap-drop is accuracy-controlled int8 (use with --int8) for backends {able}; "
                               f"this target runs {backend}")
-        options = {"accuracy_control": {"dataset": CocoDetection(data or demo_data(), "valid"),
+        options = {"accuracy_control": {"dataset": CocoDetection(data or demo_data(), "valid", labels=net.cfg),
                                         "max_ap_drop": max_ap_drop}}
     with quiet_runtimes(verbose) as (_, err):
         from rich.console import Console
@@ -461,11 +469,33 @@ def _device_failures(rows: list[dict]) -> None:
 @user_errors
 def import_rfdetr_cmd(checkpoint: Path = typer.Argument(..., help="RF-DETR checkpoint (.pth or Lightning .ckpt "
                                                                 "from the rfdetr package)."),
-                      output: Path = typer.Option(..., "-o", "--output", help="Output supernet (.safetensors).")):
-    """RF-DETR checkpoint -> edgedet supernet (read without executing code; query group 0 only)."""
+                      output: Path = typer.Option(..., "-o", "--output", help="Output supernet (.safetensors)."),
+                      resolution: Optional[int] = typer.Option(None, "--resolution", help="Input side the model was "
+                                                               "trained at, when the checkpoint has no args (default: "
+                                                               "rfdetr's for the recognised model, e.g. 560 for "
+                                                               "RF-DETR Base)."),
+                      num_windows: Optional[int] = typer.Option(None, "--num-windows", help="Attention windows per "
+                                                                "side (rfdetr's num_windows)."),
+                      num_queries: Optional[int] = typer.Option(None, "--num-queries", help="Queries per group "
+                                                                "(rfdetr's num_queries)."),
+                      group_detr: Optional[int] = typer.Option(None, "--group-detr", help="Query groups the "
+                                                               "checkpoint was trained with (default 13)."),
+                      class_names: Optional[str] = typer.Option(None, "--class-names", help="Class name of each "
+                                                                "label: a comma list, or @FILE (one per line or a "
+                                                                "JSON list)."),
+                      arg: Optional[list[str]] = typer.Option(None, "--arg", help="Any other rfdetr setting the "
+                                                              "checkpoint lacks, KEY=VALUE (VALUE as JSON), e.g. "
+                                                              "--arg out_feature_indexes=[2,5,8,11] (repeatable).")):
+    """RF-DETR checkpoint -> edgedet supernet (read without executing code; query group 0 only). Settings the
+    file lacks come from rfdetr's defaults for the recognised model; state them with the options above."""
+    from .checkpoint import check_output_file
     from .importers.rfdetr import import_rfdetr
+    from .importers.rfdetr_config import parse_user_args
 
-    for line in import_rfdetr(checkpoint, output)[1].summary_lines():
+    user = parse_user_args(arg, resolution=resolution, num_windows=num_windows, num_queries=num_queries,
+                           group_detr=group_detr, class_names=class_names)
+    check_output_file(output)
+    for line in import_rfdetr(checkpoint, output, args=user)[1].summary_lines():
         typer.echo(line)
 
 
@@ -538,7 +568,23 @@ def command():
 
 
 def main() -> None:
-    command()(prog_name="edgedet")
+    """The console script. A command-line mistake (unknown option, a value of the wrong type, a missing argument)
+    is one line on stderr and exit code 2, like every other user error; help prints as usual."""
+    try:
+        code = command()(prog_name="edgedet", standalone_mode=False)
+    except typer.Abort:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except typer.TyperException as e:  # typer's usage errors (its vendored click's UsageError, BadParameter, ...)
+        ctx = getattr(e, "ctx", None)
+        if type(e).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            typer.echo(ctx.get_help(), err=True)
+            sys.exit(2)
+        msg = e.format_message() if hasattr(e, "format_message") else str(e)
+        where = f" (see {ctx.command_path} --help)" if ctx is not None else ""
+        typer.echo(f"error: {one_line(' '.join(msg.split()))}{where}", err=True)
+        sys.exit(getattr(e, "exit_code", 2))
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

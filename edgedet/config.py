@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 from .errors import ConfigError, SubnetError
 
@@ -27,49 +27,68 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# Limits of a SupernetConfig: a checkpoint's config is untrusted (its JSON comes from the file), so every size is
+# bounded before anything is built; load_supernet then checks the file's tensor shapes against the config on the meta
+# device before allocating. Bounds leave room for ViT-g-sized models, LVIS-sized heads and 4K inputs.
+LIMITS = dict(embed_dim=8192, depth=64, num_heads=128, patch_size=64, pos_grid=512, hidden_dim=8192,
+              projector_blocks=16, dec_layers=32, sa_heads=128, ca_heads=128, n_points=32, ffn_dim=65536,
+              num_queries=10000, num_classes=100000, fdr_bins=256, max_resolution=8192, windows=64,
+              list_len=256, name_len=1000, params=4_000_000_000)
+_L = LIMITS
+ClassName = Annotated[str, StringConstraints(max_length=_L["name_len"])]
+CategoryId = Annotated[int, Field(ge=0, le=2**31 - 1)]
+_Pos = Annotated[int, Field(gt=0)]
+
+
 class SupernetConfig(_Strict):
     """Architecture of a weight-sharing supernet plus the knob values it was trained for.
 
     Backbone: DINOv2-layout ViT with native patch size `patch_size`, a learned `pos_grid` x `pos_grid` position grid,
     `global_blocks` (0-based) attending across windows, and feature `taps` (1-based: tap k = output of block k).
+    Labels: logit i is `class_names[i]`; `category_ids[i]` is the dataset category id it was trained on (edgedet
+    training records the training set's ids, an RF-DETR COCO head its COCO ids); evaluation maps labels onto a
+    dataset by these ids, or by name where they are absent (edgedet.data.coco.label_map). Every field is bounded
+    (LIMITS), so a hostile config fails validation before anything is allocated.
     """
 
-    name: str = "custom"
+    name: str = Field("custom", max_length=200)
     # ViT backbone
-    embed_dim: int = Field(gt=0)
-    depth: int = Field(gt=0)
-    num_heads: int = Field(gt=0)
-    mlp_ratio: float = 4.0
-    patch_size: int = Field(gt=0)
-    pos_grid: int = Field(gt=0)
-    global_blocks: list[int]
-    taps: list[int]
+    embed_dim: int = Field(gt=0, le=_L["embed_dim"])
+    depth: int = Field(gt=0, le=_L["depth"])
+    num_heads: int = Field(gt=0, le=_L["num_heads"])
+    mlp_ratio: float = Field(4.0, gt=0, le=16, allow_inf_nan=False)
+    patch_size: int = Field(gt=0, le=_L["patch_size"])
+    pos_grid: int = Field(gt=0, le=_L["pos_grid"])
+    global_blocks: list[int] = Field(max_length=_L["depth"])
+    taps: list[int] = Field(max_length=_L["depth"])
     pos_antialias: bool = True
     # projector
-    levels: list[Level] = ["P4"]
-    hidden_dim: int = Field(gt=0)
-    projector_blocks: int = 3
+    levels: list[Level] = Field(["P4"], min_length=1, max_length=3)
+    hidden_dim: int = Field(gt=0, le=_L["hidden_dim"])
+    projector_blocks: int = Field(3, ge=0, le=_L["projector_blocks"])
     # decoder
-    dec_layers: int = Field(ge=0)
-    sa_heads: int = 8
-    ca_heads: int = 16
-    n_points: int = 2
-    ffn_dim: int = 2048
-    num_queries: int = Field(gt=0)
-    num_classes: int = Field(gt=0)
-    class_names: list[str] | None = None
+    dec_layers: int = Field(ge=0, le=_L["dec_layers"])
+    sa_heads: int = Field(8, gt=0, le=_L["sa_heads"])
+    ca_heads: int = Field(16, gt=0, le=_L["ca_heads"])
+    n_points: int = Field(2, gt=0, le=_L["n_points"])
+    ffn_dim: int = Field(2048, gt=0, le=_L["ffn_dim"])
+    num_queries: int = Field(gt=0, le=_L["num_queries"])
+    num_classes: int = Field(gt=0, le=_L["num_classes"])
+    class_names: list[ClassName] | None = Field(None, max_length=_L["num_classes"])
+    category_ids: list[CategoryId] | None = Field(None, max_length=_L["num_classes"])
     # D-FINE fine-grained distribution refinement: decoder layers predict a distribution over N+1 offsets per box
     # edge (W(n) with up = a, reg_scale = c) refined onto the detached box of the first decoder layer
     fdr: bool = False
-    fdr_bins: int = Field(32, ge=4)
-    fdr_reg_scale: float = Field(4.0, gt=0)
-    fdr_up: float = Field(0.5, gt=0)
+    fdr_bins: int = Field(32, ge=4, le=_L["fdr_bins"])
+    fdr_reg_scale: float = Field(4.0, gt=0, le=1000, allow_inf_nan=False)
+    fdr_up: float = Field(0.5, gt=0, le=100, allow_inf_nan=False)
     # knob values the supernet was trained for (the search space it supports)
-    patch_sizes: list[int]
-    windows: list[int]
-    resolutions: list[int]
-    query_counts: list[int]
-    max_resolution: int = 1280
+    patch_sizes: list[Annotated[int, Field(gt=0, le=_L["patch_size"])]] = Field(min_length=1, max_length=16)
+    windows: list[Annotated[int, Field(gt=0, le=_L["windows"])]] = Field(min_length=1, max_length=16)
+    resolutions: list[Annotated[int, Field(gt=0, le=_L["max_resolution"])]] = Field(min_length=1,
+                                                                                    max_length=_L["list_len"])
+    query_counts: list[_Pos] = Field(min_length=1, max_length=_L["list_len"])
+    max_resolution: int = Field(1280, gt=0, le=_L["max_resolution"])
 
     @model_validator(mode="after")
     def _check(self) -> "SupernetConfig":
@@ -79,15 +98,33 @@ class SupernetConfig(_Strict):
             raise ValueError("hidden_dim must be divisible by sa_heads and ca_heads")
         if not self.taps or any(not 1 <= t <= self.depth for t in self.taps) or self.taps != sorted(set(self.taps)):
             raise ValueError(f"taps must be increasing block numbers in 1..{self.depth}, got {self.taps}")
-        if any(not 0 <= b < self.depth for b in self.global_blocks):
-            raise ValueError(f"global_blocks must be in 0..{self.depth - 1}, got {self.global_blocks}")
         if any(q > self.num_queries for q in self.query_counts):
             raise ValueError(f"query_counts {self.query_counts} exceed num_queries {self.num_queries}")
         if self.class_names is not None and len(self.class_names) != self.num_classes:
             raise ValueError(f"{len(self.class_names)} class_names for num_classes {self.num_classes}")
+        if self.category_ids is not None and len(self.category_ids) != self.num_classes:
+            raise ValueError(f"{len(self.category_ids)} category_ids for num_classes {self.num_classes}")
+        if any(not 0 <= b < self.depth for b in self.global_blocks) or len(set(self.global_blocks)) < len(
+                self.global_blocks):
+            raise ValueError(f"global_blocks must be distinct blocks in 0..{self.depth - 1}, got {self.global_blocks}")
+        if len(set(self.levels)) < len(self.levels):
+            raise ValueError(f"levels must be distinct, got {self.levels}")
+        if self.param_estimate() > LIMITS["params"]:
+            raise ValueError(f"about {self.param_estimate() / 1e9:.1f}G parameters, over the limit of "
+                             f"{LIMITS['params'] / 1e9:.0f}G")
         if self.fdr_bins % 2:
             raise ValueError(f"fdr_bins must be even (W(n) is symmetric around 0), got {self.fdr_bins}")
         return self
+
+    def param_estimate(self) -> int:
+        """Parameters of the supernet (query group 0), roughly (within about 20%): enough to refuse absurd configs."""
+        e, c, n = self.embed_dim, self.hidden_dim, len(self.levels)
+        vit = self.depth * int((4 + 2 * self.mlp_ratio) * e * e) + (1 + self.pos_grid ** 2) * e \
+            + 3 * e * self.patch_size ** 2
+        projector = len(self.taps) * e * c * n + n * (self.projector_blocks + 2) * 9 * c * c
+        layer = 4 * c * c + 2 * c * self.ffn_dim + c * self.ca_heads * n * self.n_points * 3 + 2 * c * c
+        heads = 2 * c * (self.num_classes + 2 * c) + self.num_queries * (c + 4)
+        return vit + projector + self.dec_layers * layer + heads
 
     @property
     def dec_depths(self) -> list[int]:
@@ -216,9 +253,14 @@ def load_model(path: Path | str, model: type[M], data: Any = None) -> M:
         if not path.is_file():
             raise ConfigError(f"{path}: file not found")
         try:
-            data = yaml.safe_load(path.read_text())
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{path}: not a text file (byte {e.object[e.start]:#04x} at offset {e.start} is not "
+                              "UTF-8)") from None
+        except (OSError, RecursionError) as e:
+            raise ConfigError(f"{path}: cannot read ({getattr(e, 'strerror', None) or type(e).__name__})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at top level, got {type(data).__name__}")
     try:

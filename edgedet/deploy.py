@@ -120,7 +120,8 @@ def compile_subnet(net, subnet: SubnetConfig | str, target: TargetSpec | str | P
     calib = calibration_fn(recipe, rbase) if (recipe is not None and caps.needs_calibration(precision)) else None
     module = net.extract(s)
     meta = {"subnet": s.id, "resolution": s.resolution, "num_classes": net.cfg.num_classes,
-            "class_names": net.cfg.class_names, "target": t.name, "supernet": net.cfg.name,
+            "class_names": net.cfg.class_names, "category_ids": net.cfg.category_ids, "target": t.name,
+            "supernet": net.cfg.name,
             "calibration": recipe.model_dump() if calib else None}
     opts = dict(runtime_options(t), torch_module=module, **(options or {}))
     try:  # what every runtime applies by default: the options this target measures the artifact with
@@ -211,7 +212,7 @@ def benchmark_artifact(artifact: Artifact | str | Path, target: TargetSpec | str
         from .data.demo import demo_data
         from .evaluate import evaluate_runner
 
-        ds = CocoDetection(Path(data) if data else demo_data(), "valid")
+        ds = CocoDetection(Path(data) if data else demo_data(), "valid", labels=art.metadata)
         backend = get_backend(art.backend)
         if runner is None and backend.caps.runs_on_host and backend.available() is None:
             runner = backend.load(art, runtime_options(t))  # the same file, run here

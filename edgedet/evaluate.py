@@ -3,7 +3,8 @@
 Pipeline for every model: dataset image (float [3,H,W] RGB in [0,1], original size (H,W)) -> bilinear resize to
 the square input R x R (`load_images`, `batch_resize`) -> raw outputs boxes [B,Q,4] normalised cxcywh, logits [B,Q,C] ->
 `edgedet.runtime.core.postprocess` (top-k over queries x classes, pixel boxes of the original image) -> COCO
-detections (category ids through `dataset.label_to_cat_id`) -> pycocotools COCOeval (`coco_ap`).
+detections (label -> dataset category id through the model's label map, see `label_categories`) -> pycocotools
+COCOeval (`coco_ap`).
 
 `evaluate_subnets` shares computation between subnets: one backbone+projector pass per batch and
 (patch, resolution, windows), one decoder pass per query count at the deepest depth requested, every shallower
@@ -11,8 +12,10 @@ depth read from the same pass (decoder layers and heads do not depend on later l
 numbers of evaluating each subnet with its own forward (share=False).
 
 The dataset protocol: `len(dataset)`; `dataset[i] -> (image float [3,H,W], target dict with image_id and
-orig_size (H, W))` without augmentation; `dataset.label_to_cat_id` (label -> COCO category id, dict or list); the
-ground truth is `gt` or, when not given, `dataset.ann_file` (COCO json path) or `dataset.coco` (pycocotools COCO).
+orig_size (H, W))` without augmentation; `dataset.label_to_cat_id` (label -> COCO category id, dict or list, -1 for
+a label the dataset does not have) and, for a COCO dataset, `dataset.categories` (its categories, so a model's
+labels can be mapped by edgedet.data.coco.label_map); the ground truth is `gt` or, when not given, `dataset.coco`
+(the checked COCO dict, or a pycocotools COCO) or `dataset.ann_file` (COCO json path).
 """
 from __future__ import annotations
 
@@ -87,14 +90,21 @@ def to_coco_dicts(dets: np.ndarray) -> list[dict]:
 def detections_array(boxes: np.ndarray, logits: np.ndarray, image_ids: Sequence[int],
                      sizes: Sequence[tuple[int, int]], cat_ids: np.ndarray, topk: int = 100) -> np.ndarray:
     """Raw outputs of one batch (boxes [B,Q,4] cxcywh, logits [B,Q,C]) -> float64 [N,7] COCO rows (image_id,
-    x, y, w, h (pixels of the original image), score, category_id); cat_ids int [C] maps label -> category id."""
+    x, y, w, h (pixels of the original image), score, category_id); cat_ids int [C] maps label -> category id
+    (detections of a label mapped to -1, a class the dataset does not have, are left out)."""
+    if logits.shape[-1] != len(cat_ids):
+        from .errors import ConfigError
+
+        raise ConfigError(f"the model has {logits.shape[-1]} classes but the dataset's label map has {len(cat_ids)} "
+                          "entries: map the model's labels onto the dataset (labels=...)")
     rows = []
     for img_id, det in zip(image_ids, postprocess(boxes, logits, sizes, topk)):
-        b = det["boxes"].astype(np.float64)
+        keep = cat_ids[det["labels"]] >= 0
+        b = det["boxes"][keep].astype(np.float64)
         k = len(b)
         rows.append(np.column_stack([np.full(k, img_id, np.float64), b[:, 0], b[:, 1], b[:, 2] - b[:, 0],
-                                     b[:, 3] - b[:, 1], det["scores"].astype(np.float64),
-                                     cat_ids[det["labels"]].astype(np.float64)]))
+                                     b[:, 3] - b[:, 1], det["scores"][keep].astype(np.float64),
+                                     cat_ids[det["labels"][keep]].astype(np.float64)]))
     return np.concatenate(rows) if rows else np.zeros((0, 7))
 
 
@@ -102,14 +112,22 @@ def detections_array(boxes: np.ndarray, logits: np.ndarray, image_ids: Sequence[
 def _gt_of(dataset, gt: Any):
     if gt is not None:
         return gt
-    for name in ("ann_file", "coco"):
+    for name in ("coco", "ann_file"):
         if getattr(dataset, name, None) is not None:
             return getattr(dataset, name)
     raise ValueError("no ground truth: pass gt= (COCO json path, dict or COCO) or give the dataset an ann_file")
 
 
-def _cat_ids(dataset) -> np.ndarray:
-    """label -> COCO category id as int64 [C] (dataset.label_to_cat_id may be a dict or a list)."""
+def label_categories(dataset, labels: Any = None) -> np.ndarray:
+    """Model label -> dataset category id as int64 [C] (-1: not in the dataset). With `labels` (a SupernetConfig
+    or an artifact's metadata: class_names, category_ids, num_classes) and a dataset that lists its categories,
+    edgedet.data.coco.label_map decides (by id, else by name; ConfigError when they do not fit); otherwise the
+    dataset's label_to_cat_id (a dict or a list)."""
+    cats = getattr(dataset, "categories", None)
+    if labels is not None and cats is not None:
+        from .data.coco import label_map
+
+        return label_map(cats, labels, str(getattr(dataset, "ann_file", None) or "dataset"))
     m = dataset.label_to_cat_id
     return np.asarray([m[i] for i in range(len(m))], dtype=np.int64)
 
@@ -134,10 +152,13 @@ def load_images(dataset, indices: Sequence[int]) -> tuple[list[torch.Tensor], li
 
 # ---------------------------------------------------------------------------------------------- evaluation
 def evaluate_runner(infer_fn: InferFn, resolution: int, dataset, batch_size: int = 8, gt: Any = None,
-                    topk: int = 100, progress: Progress | None = None) -> dict[str, float]:
+                    topk: int = 100, progress: Progress | None = None, labels: Any = None) -> dict[str, float]:
     """AP of any runner: infer_fn(images float32 np [B,3,R,R] RGB in [0,1]) -> (boxes [B,Q,4] normalised cxcywh,
-    logits [B,Q,C]) as numpy (an ONNX Runtime session, an OpenVINO model, a torch SubnetModule wrapped)."""
-    cat_ids, parts = _cat_ids(dataset), []
+    logits [B,Q,C]) as numpy (an ONNX Runtime session, an OpenVINO model, a torch SubnetModule wrapped).
+    labels: the model's label space (an artifact's metadata or a SupernetConfig), mapped onto the dataset's
+    categories; without it the dataset's label_to_cat_id is used (a dataset opened with labels=, or one whose
+    category order is the model's)."""
+    cat_ids, parts = label_categories(dataset, labels), []
     todo = batches(len(dataset), batch_size)
     for n, idx in enumerate(todo, 1):
         images, ids, sizes = load_images(dataset, idx)
@@ -175,7 +196,7 @@ def _evaluate_subnets(net, subnets: Sequence[SubnetConfig], dataset, batch_size:
                       progress: Progress | None, gt: Any, topk: int) -> dict[str, dict[str, float]]:
     subs = list({s.id: s.check(net.cfg) for s in subnets}.values())
     device = next(net.parameters()).device
-    cat_ids = _cat_ids(dataset)
+    cat_ids = label_categories(dataset, net.cfg)
     todo = batches(len(dataset), batch_size)
     dets: dict[str, list[np.ndarray]] = defaultdict(list)
 
@@ -219,6 +240,7 @@ class Subset:
     def __init__(self, dataset, indices: Sequence[int]):
         self.dataset, self.indices = dataset, [int(i) for i in indices]
         self.label_to_cat_id, self.ann_file = dataset.label_to_cat_id, None
+        self.categories = getattr(dataset, "categories", None)
         self.images = [dataset.images[i] for i in self.indices]  # so a Subset of a Subset works
         ids = {im["id"] for im in self.images}
         self.coco = dict(dataset.coco, images=[im for im in dataset.coco["images"] if im["id"] in ids],

@@ -36,3 +36,22 @@ def tiny_cfg():
 def tiny_net(tiny_cfg):
     torch.manual_seed(0)
     return randomize(Supernet(tiny_cfg)).eval()
+
+
+COCO_SUBSET = {1: (1, "person"), 2: (3, "car"), 3: (18, "dog")}  # synthetic class id -> (COCO id, COCO name)
+
+
+def with_coco_ids(root, mapping: dict = COCO_SUBSET) -> None:
+    """Rewrite a synthetic dataset's annotation files in place so its categories are COCO's, with non-contiguous ids:
+    synthetic classes in `mapping` get (COCO id, name), the others and their boxes are dropped."""
+    import json
+    from pathlib import Path
+
+    from edgedet.data.coco import ANN_FILE
+
+    for ann in Path(root).glob(f"*/{ANN_FILE}"):
+        coco = json.loads(ann.read_text())
+        coco["categories"] = [{"id": cid, "name": name, "supercategory": "coco"} for cid, name in mapping.values()]
+        coco["annotations"] = [dict(a, category_id=mapping[a["category_id"]][0]) for a in coco["annotations"]
+                               if a["category_id"] in mapping]
+        ann.write_text(json.dumps(coco))

@@ -322,6 +322,32 @@ def _write_json_atomic(path: Path, obj: Any) -> None:
         raise
 
 
+MAX_IMAGES = 1_000_000  # per split
+MAX_SIDE = 4096
+
+
+def _check_out(out_dir: Path) -> None:
+    """OUT may be new, or hold earlier output of this generator (its splits are replaced); anything else in the way
+    of train/ or valid/ is refused (ConfigError), so a user's own dataset is never overwritten."""
+    from ..errors import ConfigError
+
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"{out_dir}: --out is a file, not a folder")
+    for split in SPLITS:
+        d = out_dir / split
+        if not d.exists() or (d.is_dir() and not any(d.iterdir())):
+            continue
+        try:
+            info = json.loads((d / ANN_FILE).read_text(encoding="utf-8")).get("info", {})
+        except (OSError, ValueError, AttributeError):
+            info = {}
+        if not isinstance(info, dict) or info.get("description") != _DESCRIPTION:
+            raise ConfigError(f"{d}: already exists and is not an edgedet synthetic dataset; choose another --out")
+
+
+_DESCRIPTION = "edgedet synthetic shapes"
+
+
 def generate(
     out_dir: Path,
     n_train: int,
@@ -336,16 +362,41 @@ def generate(
     ``image_size`` is a side length or ``(width, height)``; ``progress(done, total)`` is called after
     each image; ``workers > 1`` renders in that many processes (same output as ``workers=1``).
     COCO ids: image ids = file index (from 0), annotation ids from 1, category ids 1..len(CLASSES).
+    Everything is rendered into a hidden folder next to ``out_dir`` and moved into place at the end: a failed or
+    interrupted run leaves no half dataset. Bad arguments, or a ``train/``/``valid/`` in ``out_dir`` that this
+    generator did not write, raise ConfigError before anything is written.
     Returns ``{"out_dir", "seed", "image_size": [w, h], "classes", "splits": {split: {"images",
     "annotations", "per_class": {name: count}}}}``.
     """
-    if n_train < 0 or n_val < 0 or seed < 0:
-        raise ValueError(f"n_train, n_val and seed must be >= 0 (got {n_train}, {n_val}, {seed})")
+    import shutil
+
+    from ..errors import ConfigError
+
     width, height = (image_size, image_size) if isinstance(image_size, int) else image_size
-    if min(width, height) < 2 * MIN_OBJECT_PX:
-        raise ValueError(f"image_size {image_size} is too small (need >= {2 * MIN_OBJECT_PX:g} px)")
+    if not (0 <= n_train <= MAX_IMAGES and 0 <= n_val <= MAX_IMAGES and seed >= 0):
+        raise ConfigError(f"--train, --val must be in 0..{MAX_IMAGES} and --seed >= 0 (got {n_train}, {n_val}, "
+                          f"{seed})")
+    if not 2 * MIN_OBJECT_PX <= min(width, height) or max(width, height) > MAX_SIDE:
+        raise ConfigError(f"--size {image_size} must be in {2 * MIN_OBJECT_PX:g}..{MAX_SIDE} px")
     out_dir = Path(out_dir)
+    _check_out(out_dir)
     counts = {"train": n_train, "valid": n_val}
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    try:
+        summary = _render_splits(stage, counts, seed, width, height, progress, workers)
+        out_dir.mkdir(exist_ok=True)
+        for split in SPLITS:  # earlier synthetic splits (checked by _check_out) are replaced
+            if (out_dir / split).exists():
+                shutil.rmtree(out_dir / split)
+            os.replace(stage / split, out_dir / split)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return dict(summary, out_dir=str(out_dir))
+
+
+def _render_splits(out_dir: Path, counts: dict[str, int], seed: int, width: int, height: int,
+                   progress: Callable[[int, int], None] | None, workers: int) -> dict[str, Any]:
     jobs = []
     for split in SPLITS:
         (out_dir / split).mkdir(parents=True, exist_ok=True)
@@ -363,8 +414,7 @@ def generate(
         if pool:
             pool.shutdown(cancel_futures=True)
     categories = [{"id": i + 1, "name": n, "supercategory": "shape"} for i, n in enumerate(CLASSES)]
-    summary: dict[str, Any] = {"out_dir": str(out_dir), "seed": seed, "image_size": [width, height],
-                               "classes": list(CLASSES), "splits": {}}
+    summary: dict[str, Any] = {"seed": seed, "image_size": [width, height], "classes": list(CLASSES), "splits": {}}
     start = 0
     for split in SPLITS:
         images, annotations = [], []
@@ -374,7 +424,7 @@ def generate(
                 annotations.append({"id": len(annotations) + 1, "image_id": i, "category_id": cat, "bbox": box,
                                     "area": box[2] * box[3], "segmentation": [], "iscrowd": 0})
         start += counts[split]
-        coco = {"info": {"description": "edgedet synthetic shapes", "version": "1", "seed": seed},
+        coco = {"info": {"description": _DESCRIPTION, "version": "1", "seed": seed},
                 "images": images, "annotations": annotations, "categories": categories}
         _write_json_atomic(out_dir / split / ANN_FILE, coco)
         per_class = {n: sum(a["category_id"] == i + 1 for a in annotations) for i, n in enumerate(CLASSES)}

@@ -61,6 +61,8 @@ AGENT = Path(__file__).with_name("agent.py")
 RUNNERS = Path(__file__).resolve().parents[1] / "runtime" / "runners.py"
 CONNECT_TRIES = 3  # connection attempts, waiting BACKOFF_S, 2 * BACKOFF_S, ... between them
 BACKOFF_S = 0.5
+MAX_KEY_BYTES = 1 << 20  # a private key file is a few KiB
+MAX_KNOWN_HOSTS_BYTES = 16 << 20
 KEEPALIVE_S = 5.0  # a silently vanished device (Wi-Fi gone) is noticed after about 3 keepalives
 LOST = (asyncssh.ConnectionLost, asyncssh.DisconnectError, asyncssh.ChannelOpenError, asyncssh.SFTPConnectionLost,
         ConnectionError, EOFError, OSError)
@@ -156,7 +158,8 @@ class _HostKeyPolicy(asyncssh.SSHClient):
     def validate_host_public_key(self, host: str, addr: str, port: int, key) -> bool:
         h = self.host
         try:
-            known = asyncssh.read_known_hosts(str(self.known_hosts)).match(host, addr, port if port != 22 else None)[0]
+            known, cas = asyncssh.read_known_hosts(str(self.known_hosts)).match(host, addr,
+                                                                                port if port != 22 else None)[:2]
         except (OSError, ValueError, asyncssh.KeyImportError) as e:
             self.problem = f"cannot read known_hosts {self.known_hosts}: {e}"
             return False
@@ -167,6 +170,12 @@ class _HostKeyPolicy(asyncssh.SSHClient):
                             f"{self.known_hosts} has a different key for it (a reinstalled device, or someone in "
                             f"between); refused. If the change is expected: ssh-keygen -R '{pattern}' -f "
                             f"{self.known_hosts}")
+            return False
+        if cas and not h.accept_new_host_key:
+            self.problem = (f"{self.known_hosts} trusts {h.host}:{h.port} only through @cert-authority keys, but the "
+                            f"device presented a plain host key ({fp}), not a certificate signed by them; refused. "
+                            f"Give the device a host certificate, or add its key (ssh-keyscan -p {h.port} {h.host} "
+                            f">> {self.known_hosts})")
             return False
         if not h.accept_new_host_key:
             self.problem = (f"unknown host key for {h.host}:{h.port} ({fp}): not in {self.known_hosts}; refused. "
@@ -200,34 +209,89 @@ class SSHDevice(Device):
         self.agent_dir = posixpath.join(self.workdir, f"agent-{tag}")
         self.agent_path = posixpath.join(self.agent_dir, "agent.py")
         self._conn = None
+        self._ca_only = False  # known_hosts trusts this host only through @cert-authority keys
         self._conn_guard = threading.Lock()
         self._ready: set[str] = set()  # artifacts verified on the device over the current connection
         self._built: dict[str, dict] = {}  # TensorRT build reports by artifact id
 
     # ---------------------------------------------------------------------------------------------- connection
     def _client_keys(self):
+        """asyncssh options for the client key: the target's key file, read here so that every problem is one
+        DeviceError naming it; like OpenSSH, a key file of ours that others can read is refused."""
         if self.key_path is None:
             return {}  # asyncssh's defaults: ~/.ssh/id_* and a running ssh-agent
+        p = self.key_path
+        if p.is_dir():
+            raise DeviceError(f"{self.address}: client key {p} is a folder, not a private key file")
         try:
-            key = asyncssh.read_private_key(str(self.key_path))
+            st = p.stat()
         except FileNotFoundError:
-            raise DeviceError(f"{self.address}: client key {self.key_path} not found") from None
+            raise DeviceError(f"{self.address}: client key {p} not found") from None
+        except OSError as e:
+            raise DeviceError(f"{self.address}: client key {p} could not be read: {e.strerror}") from None
+        if st.st_uid == os.getuid() and st.st_mode & 0o077:
+            raise DeviceError(f"{self.address}: UNPROTECTED PRIVATE KEY FILE: permissions {st.st_mode & 0o777:04o} "
+                              f"for '{p}' are too open; private key files must not be accessible by others, so this "
+                              f"key is refused (as OpenSSH refuses it): chmod 600 {p}")
+        if st.st_size > MAX_KEY_BYTES:
+            raise DeviceError(f"{self.address}: client key {p} is {st.st_size} bytes, not a private key file")
+        try:
+            key = asyncssh.read_private_key(str(p))
         except asyncssh.KeyEncryptionError:
-            raise DeviceError(f"{self.address}: client key {self.key_path} is passphrase-protected; load it into "
+            raise DeviceError(f"{self.address}: client key {p} is passphrase-protected; load it into "
                               "ssh-agent and leave `key` out of the target") from None
-        except (OSError, asyncssh.KeyImportError) as e:
-            raise DeviceError(f"{self.address}: client key {self.key_path} could not be read: {e}") from None
+        except (OSError, ValueError, asyncssh.KeyImportError) as e:
+            raise DeviceError(f"{self.address}: client key {p} is not a private key asyncssh can read "
+                              f"({type(e).__name__}: {' '.join(str(e).split())[:120]})") from None
         return {"client_keys": [key], "agent_path": None}
 
-    def _known_hosts(self) -> str:
-        if not self.known_hosts.is_file():
+    def _known_hosts(self):
+        """The known_hosts file, checked before connecting (a missing one is created only with
+        accept_new_host_key): a folder, an unreadable, binary or non-UTF-8 file, or a line OpenSSH's format does not
+        allow is one DeviceError naming the file (and the line). Returns the parsed file, which is what the
+        connection then checks the host key against."""
+        p = self.known_hosts
+        if p.is_dir():
+            raise DeviceError(f"{self.address}: known_hosts {p} is a folder, not a file; point known_hosts at the "
+                              "file itself")
+        if not p.exists():
             if not self.host.accept_new_host_key:
-                raise DeviceError(f"{self.address}: known_hosts file {self.known_hosts} does not exist; add the "
+                raise DeviceError(f"{self.address}: known_hosts file {p} does not exist; add the "
                                   f"device's key (ssh-keyscan -p {self.host.port} {self.host.host} >> "
-                                  f"{self.known_hosts}) or set accept_new_host_key: true in the target")
-            self.known_hosts.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self.known_hosts.touch(mode=0o600)
-        return str(self.known_hosts)
+                                  f"{p}) or set accept_new_host_key: true in the target")
+            p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            p.touch(mode=0o600)
+        try:
+            data = p.read_bytes() if p.stat().st_size <= MAX_KNOWN_HOSTS_BYTES else None
+        except OSError as e:
+            raise DeviceError(f"{self.address}: cannot read known_hosts {p}: {e.strerror}") from None
+        if data is None:
+            raise DeviceError(f"{self.address}: known_hosts {p} is over {MAX_KNOWN_HOSTS_BYTES >> 20} MiB: not a "
+                              "known_hosts file")
+        try:
+            text = data.decode("utf-8")
+            if "\x00" in text:
+                raise UnicodeDecodeError("utf-8", data, data.index(b"\x00"), data.index(b"\x00") + 1, "NUL byte")
+        except UnicodeDecodeError as e:
+            raise DeviceError(f"{self.address}: known_hosts {p} is binary, not a text known_hosts file (byte "
+                              f"{data[e.start]:#04x} at offset {e.start})") from None
+        for n, line in enumerate(text.splitlines(), 1):
+            try:
+                asyncssh.import_known_hosts(line)
+            except (ValueError, asyncssh.KeyImportError) as e:
+                raise DeviceError(f"{self.address}: known_hosts {p} line {n}: {' '.join(str(e).split())[:120]}") \
+                    from None
+        h = self.host
+        keys, cas = asyncssh.import_known_hosts(text).match(h.host, h.host, h.port if h.port != 22 else None)[:2]
+        self._ca_only = bool(cas) and not keys
+        return str(p)
+
+    def _ca_only_problem(self, e: BaseException) -> str:
+        h = self.host
+        return (f"{self.address}: {self.known_hosts} trusts {h.host}:{h.port} only through @cert-authority keys, "
+                f"so the device must present a host certificate signed by them; it hung up during the key exchange "
+                f"({type(e).__name__}), as a device with only a plain host key does. Give it a host certificate, or "
+                f"add its key (ssh-keyscan -p {h.port} {h.host} >> {self.known_hosts})")
 
     async def _aconnect(self):
         h = self.host
@@ -243,6 +307,10 @@ class SSHDevice(Device):
             key = f"with key {self.key_path}" if self.key_path else "with the default keys (~/.ssh/id_*, ssh-agent)"
             raise DeviceError(f"authentication failed for {self.address} {key}: the device does not accept it "
                               f"(add the public key to ~{h.user}/.ssh/authorized_keys there)") from None
+        except (ConnectionResetError, asyncssh.ConnectionLost, asyncssh.DisconnectError) as e:
+            if self._ca_only:  # asyncssh then offers only certificate host keys: a plain-key device hangs up
+                raise DeviceError(self._ca_only_problem(e)) from None
+            raise
         try:  # once per connection: the workdir and the agent (atomically replaced: other runs may be using it)
             async with conn.start_sftp_client() as sftp:
                 await sftp.makedirs(self.agent_dir, exist_ok=True)

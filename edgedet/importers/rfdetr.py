@@ -19,6 +19,7 @@ import math
 import pickle
 import re
 import types
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,10 @@ import torch
 from torch import Tensor
 
 from ..backends.base import sha256
+from ..checkpoint import expected_shapes
 from ..config import SupernetConfig
 from ..errors import CheckpointError
+from .rfdetr_config import COCO_CATEGORIES, UNUSED_CLASS, check_args, match_layout, setting_name
 
 __all__ = ["ALLOWED_GLOBALS", "ImportReport", "read_rfdetr_checkpoint", "convert_rfdetr", "import_rfdetr"]
 
@@ -68,25 +71,6 @@ _UNSUPPORTED = [
     ("use_grouppose_keypoints", True, "a keypoint head"),
     ("dual_projector", True, "a dual projector"),
 ]
-_RELEASED = {  # (patch, resolution, decoder layers) -> name, for checkpoints without model_name
-    (16, 384, 2): "nano", (16, 512, 3): "small", (16, 576, 4): "medium", (14, 560, 3): "base",
-    (16, 704, 4): "large",
-}
-COCO_CATEGORIES = {  # COCO 2017 category id -> name (released RF-DETR COCO heads predict these ids)
-    1: "person", 2: "bicycle", 3: "car", 4: "motorcycle", 5: "airplane", 6: "bus", 7: "train", 8: "truck",
-    9: "boat", 10: "traffic light", 11: "fire hydrant", 13: "stop sign", 14: "parking meter", 15: "bench",
-    16: "bird", 17: "cat", 18: "dog", 19: "horse", 20: "sheep", 21: "cow", 22: "elephant", 23: "bear", 24: "zebra",
-    25: "giraffe", 27: "backpack", 28: "umbrella", 31: "handbag", 32: "tie", 33: "suitcase", 34: "frisbee",
-    35: "skis", 36: "snowboard", 37: "sports ball", 38: "kite", 39: "baseball bat", 40: "baseball glove",
-    41: "skateboard", 42: "surfboard", 43: "tennis racket", 44: "bottle", 46: "wine glass", 47: "cup", 48: "fork",
-    49: "knife", 50: "spoon", 51: "bowl", 52: "banana", 53: "apple", 54: "sandwich", 55: "orange", 56: "broccoli",
-    57: "carrot", 58: "hot dog", 59: "pizza", 60: "donut", 61: "cake", 62: "chair", 63: "couch",
-    64: "potted plant", 65: "bed", 67: "dining table", 70: "toilet", 72: "tv", 73: "laptop", 74: "mouse",
-    75: "remote", 76: "keyboard", 77: "cell phone", 78: "microwave", 79: "oven", 80: "toaster", 81: "sink",
-    82: "refrigerator", 84: "book", 85: "clock", 86: "vase", 87: "scissors", 88: "teddy bear", 89: "hair drier",
-    90: "toothbrush",
-}
-UNUSED_CLASS = "N/A"  # name of a logit no class is trained on (unused COCO ids, the trailing no-object slot)
 
 
 @dataclass
@@ -138,8 +122,12 @@ def read_rfdetr_checkpoint(path: Path | str) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
+    from ..model.pretrained import check_torch_archive
+
+    check_torch_archive(path)
     try:
-        with torch.serialization.safe_globals(list(ALLOWED_GLOBALS)):
+        with torch.serialization.safe_globals(list(ALLOWED_GLOBALS)), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's pickle-protocol warning for files it may refuse anyway
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         msg = str(e)
@@ -220,13 +208,26 @@ def _as_dict(obj: Any) -> dict:
     return {}
 
 
-def _options(ckpt: dict) -> dict:
-    """Model settings recorded in the checkpoint: args (legacy Namespace, SimpleNamespace or dict; Lightning's
-    hyper_parameters), overridden by model_config (the architecture dump of newer checkpoints)."""
+def _options(ckpt: dict, path: Path, user: dict | None, notes: list[str]) -> dict:
+    """Model settings: the checkpoint's args (legacy Namespace, SimpleNamespace or dict; Lightning's
+    hyper_parameters), overridden by model_config (the architecture dump of newer checkpoints), then by the user's
+    `user` settings (command line; each one that replaces a recorded value is noted). The file's values are checked
+    against ARG_LIMITS (CheckpointError naming args.KEY) unless the user replaces them."""
     opts: dict = {}
     for key in ("hyper_parameters", "args", "model_config"):
-        opts.update({k: v for k, v in _as_dict(ckpt.get(key)).items() if v is not None})
+        opts.update({k: v for k, v in _as_dict(ckpt.get(key)).items() if isinstance(k, str) and v is not None})
+    user = user or {}
+    check_args({k: v for k, v in opts.items() if k not in user}, str(path))
+    for k, v in user.items():
+        if k in opts and opts[k] != v:
+            notes.append(f"args.{k} is {_short(opts[k])} in the checkpoint; used {_short(v)} as given")
+        opts[k] = v
     return opts
+
+
+def _short(v: Any) -> str:
+    r = repr(v)
+    return r if len(r) <= 40 else r[:37] + "..."
 
 
 def _state_dict(ckpt: dict, path: Path, notes: list[str]) -> dict[str, Tensor]:
@@ -286,9 +287,12 @@ def _count(sd: dict, pattern: str, what: str, path: Path) -> int:
     return len(idx)
 
 
-def _need(sd: dict, key: str, path: Path) -> Tensor:
+def _need(sd: dict, key: str, path: Path, ndim: int | None = None) -> Tensor:
     if key not in sd:
         raise CheckpointError(f"{path}: not an RF-DETR detection checkpoint: tensor {key!r} is missing")
+    if ndim is not None and (sd[key].ndim != ndim or 0 in sd[key].shape):
+        raise CheckpointError(f"{path}: tensor {key} has shape {tuple(sd[key].shape)}, expected {ndim} non-empty "
+                              "dimensions")
     return sd[key]
 
 
@@ -332,63 +336,94 @@ def _levels(sd: dict, opts: dict, n_stages: int, path: Path) -> list[str]:
     return levels
 
 
-def _class_names(opts: dict, n_logits: int, notes: list[str]) -> list[str] | None:
+def _class_names(opts: dict, n_logits: int, notes: list[str]) -> tuple[list[str] | None, list[int] | None]:
+    """(name of each logit, COCO category id of each logit or None). Only rfdetr's COCO head (91 logits, logit
+    index = COCO category id) carries category ids; other heads are mapped onto a dataset by name."""
+    coco_head = ([COCO_CATEGORIES.get(i, UNUSED_CLASS) for i in range(n_logits)], list(range(n_logits)))
     names = opts.get("class_names")
-    if isinstance(names, dict):  # {label: name}
-        try:
-            names = {int(k): str(v) for k, v in names.items()}
-        except (TypeError, ValueError):
-            names = None
-        else:
-            return [names.get(i, UNUSED_CLASS) for i in range(n_logits)]
+    if isinstance(names, dict):  # {label: name}, keys checked by check_args
+        by_label = {int(k): v for k, v in names.items()}
+        out = [by_label.get(i, UNUSED_CLASS) for i in range(n_logits)]
+        return (coco_head if out == coco_head[0] else (out, None))
     if isinstance(names, str):
         names = [names]
-    if isinstance(names, (list, tuple)) and names and all(isinstance(n, str) for n in names):
+    if isinstance(names, (list, tuple)) and names:
         names = list(names)
         coco = [COCO_CATEGORIES[i] for i in sorted(COCO_CATEGORIES)]
         if names == coco and n_logits > max(COCO_CATEGORIES):  # COCO head: logit index = COCO category id
-            return [COCO_CATEGORIES.get(i, UNUSED_CLASS) for i in range(n_logits)]
+            return coco_head
         if len(names) > n_logits:
             notes.append(f"args.class_names has {len(names)} names for {n_logits} logits; kept the first {n_logits}")
-            return names[:n_logits]
+            return names[:n_logits], None
         if len(names) < n_logits:  # RF-DETR heads have num_classes + 1 logits; label i is class_names[i]
             notes.append(f"{n_logits - len(names)} logit(s) beyond the {len(names)} class names are named "
                          f"'{UNUSED_CLASS}'")
-        return names + [UNUSED_CLASS] * (n_logits - len(names))
+        return names + [UNUSED_CLASS] * (n_logits - len(names)), None
     if n_logits == max(COCO_CATEGORIES) + 1:
         notes.append("no class names in the checkpoint; 91 logits taken as COCO category ids (RF-DETR's COCO head)")
-        return [COCO_CATEGORIES.get(i, UNUSED_CLASS) for i in range(n_logits)]
-    notes.append("no class names in the checkpoint")
-    return None
+        return coco_head
+    notes.append("no class names in the checkpoint (--class-names to give them)")
+    return None, None
 
 
-def _infer_config(sd: dict, opts: dict, ckpt: dict, path: Path, notes: list[str]) -> tuple[SupernetConfig, int]:
-    """(SupernetConfig, queries per group) from the settings recorded in the checkpoint and, where it
-    says nothing, from tensor shapes and RF-DETR's defaults (each such default is added to `notes`)."""
-    cls = _need(sd, _VIT + "embeddings.cls_token", path)
-    embed_dim = cls.shape[-1]
+def _text(v: Any, limit: int = 200) -> str | None:
+    """A short string field of the checkpoint (model_name, rfdetr_version), or None if absent or not plain text."""
+    return v if isinstance(v, str) and 0 < len(v) <= limit and v.isprintable() else None
+
+
+def _default_resolution(layout, patch: int, pos_grid: int, step: int, path: Path) -> int:
+    """The resolution rfdetr runs a checkpoint without `args` at: its layout's default when the position grid is
+    that layout's own (rfdetr keeps the patch-14 models' 37 x 37 DINOv2 grid at 560 px), else grid x patch (what
+    rfdetr derives the grid from). CheckpointError naming --resolution when neither fits patch x windows."""
+    if layout is not None and layout.pos_grid == pos_grid and layout.resolution % step == 0:
+        return layout.resolution
+    if layout is None or layout.grid_follows_resolution or layout.pos_grid != pos_grid:
+        if (pos_grid * patch) % step == 0:
+            return pos_grid * patch
+    raise CheckpointError(f"{path}: no resolution in the checkpoint, and the position grid ({pos_grid} x patch "
+                          f"{patch} = {pos_grid * patch} px) is not a multiple of patch x windows = {step}: give the "
+                          f"resolution the model was trained at with --resolution (a multiple of {step})")
+
+
+def _infer_config(sd: dict, opts: dict, ckpt: dict, path: Path, notes: list[str],
+                  user_keys: frozenset = frozenset()) -> tuple[SupernetConfig, int]:
+    """(SupernetConfig, queries per group) from the settings recorded in the checkpoint (or given by the user) and,
+    where they say nothing, from tensor shapes and the defaults of the rfdetr layout the shapes match (each such
+    default is added to `notes`). A resolution that cannot be inferred is an error naming --resolution."""
+    cls = _need(sd, _VIT + "embeddings.cls_token", path, 3)
+    embed_dim = int(cls.shape[-1])
     depth = _count(sd, re.escape(_VIT) + r"encoder\.layer\.(\d+)\.", "ViT block", path)
     if depth == 0:
         raise CheckpointError(f"{path}: no ViT blocks ({_VIT}encoder.layer.N.*)")
     if embed_dim % 64:
         raise CheckpointError(f"{path}: ViT width {embed_dim} is not a multiple of DINOv2's head size 64")
     num_heads = embed_dim // 64  # every DINOv2 size (S 6, B 12, L 16, g 24 heads) has 64-dim heads
-    fc1 = _need(sd, _VIT + "encoder.layer.0.mlp.fc1.weight", path)
-    kernel = _need(sd, _VIT + "embeddings.patch_embeddings.projection.weight", path)
-    if kernel.ndim != 4 or kernel.shape[-1] != kernel.shape[-2]:
+    fc1 = _need(sd, _VIT + "encoder.layer.0.mlp.fc1.weight", path, 2)
+    kernel = _need(sd, _VIT + "embeddings.patch_embeddings.projection.weight", path, 4)
+    if kernel.shape[-1] != kernel.shape[-2]:
         raise CheckpointError(f"{path}: patch embedding kernel has shape {tuple(kernel.shape)}, expected square")
     patch = int(kernel.shape[-1])
-    pos = _need(sd, _VIT + "embeddings.position_embeddings", path)
-    pos_grid = math.isqrt(pos.shape[1] - 1) if pos.ndim == 3 and pos.shape[1] > 1 else 0
+    pos = _need(sd, _VIT + "embeddings.position_embeddings", path, 3)
+    pos_grid = math.isqrt(pos.shape[1] - 1) if pos.shape[1] > 1 else 0
     if not pos_grid or pos_grid * pos_grid != pos.shape[1] - 1:
         raise CheckpointError(f"{path}: position embeddings of shape {tuple(pos.shape)} are not 1 + a square grid")
     if "patch_size" in opts and _get(opts, "patch_size", int, path) != patch:
         raise CheckpointError(f"{path}: args.patch_size {opts['patch_size']} but the patch kernel is {patch}x{patch}")
 
+    n_stages = _count(sd, re.escape(_PROJ) + r"stages\.(\d+)\.", "projector stage", path)
+    levels = _levels(sd, opts, n_stages, path)
+    projector_blocks = _count(sd, re.escape(_PROJ) + r"stages\.0\.0\.m\.(\d+)\.", "projector bottleneck", path)
+    class_w = _need(sd, "class_embed.weight", path, 2)
+    n_logits, hidden = int(class_w.shape[0]), int(class_w.shape[1])
+    dec_layers = _count(sd, r"transformer\.decoder\.layers\.(\d+)\.", "decoder layer", path)
+    model_name = _text(ckpt.get("model_name"))
+    layout = match_layout(embed_dim, patch, pos_grid, levels, hidden, dec_layers, model_name)
+    known = f"rfdetr's {layout.model}" if layout else "RF-DETR's"
+
     taps = _int_list(opts, "out_feature_indexes", path)
     if taps is None:
-        taps = [2, 5, 8, 11] if patch == 14 else [3, 6, 9, 12]
-        notes.append(f"no out_feature_indexes in the checkpoint; assumed RF-DETR's {taps}")
+        taps = list(layout.taps) if layout else [2, 5, 8, 11] if patch == 14 else [3, 6, 9, 12]
+        notes.append(f"no out_feature_indexes in the checkpoint; assumed {known} {taps}")
     if not taps or taps != sorted(set(taps)) or taps[0] < 1 or taps[-1] > depth:
         raise CheckpointError(f"{path}: out_feature_indexes {taps} are not increasing stage numbers in 1..{depth}")
     # RF-DETR: windowed blocks = {0..last tap} minus the tap numbers used as 0-based block ids; the rest are global
@@ -397,74 +432,74 @@ def _infer_config(sd: dict, opts: dict, ckpt: dict, path: Path, notes: list[str]
         windowed = sorted(set(range(taps[-1] + 1)) - set(taps))
     global_blocks = [b for b in range(depth) if b not in set(windowed)]
 
-    n_stages = _count(sd, re.escape(_PROJ) + r"stages\.(\d+)\.", "projector stage", path)
-    levels = _levels(sd, opts, n_stages, path)
-    projector_blocks = _count(sd, re.escape(_PROJ) + r"stages\.0\.0\.m\.(\d+)\.", "projector bottleneck", path)
-
-    class_w = _need(sd, "class_embed.weight", path)
-    n_logits, hidden = int(class_w.shape[0]), int(class_w.shape[1])
-    dec_layers = _count(sd, r"transformer\.decoder\.layers\.(\d+)\.", "decoder layer", path)
     if "dec_layers" in opts and _get(opts, "dec_layers", int, path) != dec_layers:
         notes.append(f"args.dec_layers is {opts['dec_layers']} but the checkpoint has {dec_layers} decoder layers; "
                      "imported all of them")
     sa_heads = _get(opts, "sa_nheads", int, path)
     ca_heads = _get(opts, "ca_nheads", int, path)
     if sa_heads is None or ca_heads is None:
-        sa_heads, ca_heads = sa_heads or hidden // 32, ca_heads or hidden // 16
+        sa_heads, ca_heads = sa_heads or max(1, hidden // 32), ca_heads or max(1, hidden // 16)
         notes.append(f"no sa_nheads/ca_nheads in the checkpoint; assumed RF-DETR's {sa_heads}/{ca_heads}")
     n_points = _get(opts, "dec_n_points", int, path)
     ffn_dim = _get(opts, "dim_feedforward", int, path) or 2048
     if dec_layers:
-        aw = _need(sd, "transformer.decoder.layers.0.cross_attn.attention_weights.weight", path).shape[0]
+        aw = _need(sd, "transformer.decoder.layers.0.cross_attn.attention_weights.weight", path, 2).shape[0]
         if n_points is None:
             n_points = aw // (ca_heads * len(levels))
-        if aw != ca_heads * len(levels) * n_points:
+        if not n_points or aw != ca_heads * len(levels) * n_points:
             raise CheckpointError(f"{path}: decoder attention_weights has {aw} rows, expected heads x levels x points "
                                   f"= {ca_heads} x {len(levels)} x {n_points}")
-        ffn_dim = int(_need(sd, "transformer.decoder.layers.0.linear1.weight", path).shape[0])
+        ffn_dim = int(_need(sd, "transformer.decoder.layers.0.linear1.weight", path, 2).shape[0])
     n_points = n_points or 2
 
-    rows = int(_need(sd, "query_feat.weight", path).shape[0])
+    rows = int(_need(sd, "query_feat.weight", path, 2).shape[0])
     num_queries = _get(opts, "num_queries", int, path)
     groups = _get(opts, "group_detr", int, path)
     if num_queries is None:
         if groups is None:
             groups = 13
-            notes.append("no num_queries/group_detr in the checkpoint; assumed RF-DETR's 13 query groups")
-        if groups <= 0 or rows % groups:
-            raise CheckpointError(f"{path}: {rows} query rows do not split into group_detr={groups} groups")
+            notes.append("no num_queries/group_detr in the checkpoint; assumed RF-DETR's 13 query groups "
+                         "(--num-queries or --group-detr to say otherwise)")
+        if rows % groups:
+            raise CheckpointError(f"{path}: {rows} query rows do not split into group_detr={groups} groups "
+                                  "(give --num-queries or --group-detr)")
         num_queries = rows // groups
     if not 0 < num_queries <= rows:
         raise CheckpointError(f"{path}: num_queries {num_queries} but query_feat has {rows} rows")
 
     windows = _get(opts, "num_windows", int, path)
     if windows is None:
-        windows = 4 if patch == 14 else 2
-        notes.append(f"no num_windows in the checkpoint; assumed RF-DETR's {windows}")
+        windows = layout.windows if layout else 4 if patch == 14 else 2
+        notes.append(f"no num_windows in the checkpoint; assumed {known} {windows} (--num-windows to say otherwise)")
+    step = patch * windows
     resolution = _get(opts, "resolution", int, path)
     if resolution is None:
-        resolution = pos_grid * patch
-        notes.append(f"no resolution in the checkpoint; assumed the position grid's {resolution}")
-    step = patch * windows
-    if resolution % step:
-        raise CheckpointError(f"{path}: resolution {resolution} is not a multiple of patch x windows = {step}")
+        resolution = _default_resolution(layout, patch, pos_grid, step, path)
+        own_default = layout and layout.pos_grid == pos_grid and not layout.grid_follows_resolution
+        how = f"{layout.model}'s default" if own_default else "the position grid's"
+        notes.append(f"no resolution in the checkpoint; assumed {how} {resolution} (--resolution to say otherwise)")
+    elif resolution % step:
+        name = setting_name("resolution", "resolution" in user_keys)
+        raise CheckpointError(f"{path}: {name} {resolution} is not a multiple of patch x windows = {patch} x "
+                              f"{windows} = {step}")
     grid = resolution // patch
-    names = _class_names(opts, n_logits, notes)
+    names, cat_ids = _class_names(opts, n_logits, notes)
 
-    model_name = ckpt.get("model_name") if isinstance(ckpt.get("model_name"), str) else None
     if model_name and model_name.startswith("RFDETR"):  # RFDETRNano -> rfdetr-nano, RFDETRSmall -> rfdetr-small
         name = "-".join(["rfdetr"] + [w.lower() for w in re.findall(r"[A-Z][a-z0-9]*", model_name[len("RFDETR"):])])
     elif model_name:
         name = re.sub(r"[^\w.-]+", "-", model_name).strip("-").lower() or "rfdetr"
+    elif layout and layout.pos_grid == pos_grid and layout.dec_layers == dec_layers:
+        name = layout.name
     else:
-        name = "rfdetr-" + _RELEASED.get((patch, resolution, dec_layers), "custom")
+        name = "rfdetr-custom"
     try:
         cfg = SupernetConfig(
             name=name, embed_dim=embed_dim, depth=depth, num_heads=num_heads, mlp_ratio=fc1.shape[0] / embed_dim,
             patch_size=patch, pos_grid=pos_grid, global_blocks=global_blocks, taps=taps, pos_antialias=True,
             levels=levels, hidden_dim=hidden, projector_blocks=projector_blocks, dec_layers=dec_layers,
             sa_heads=sa_heads, ca_heads=ca_heads, n_points=n_points, ffn_dim=ffn_dim, num_queries=num_queries,
-            num_classes=n_logits, class_names=names, patch_sizes=[patch],
+            num_classes=n_logits, class_names=names, category_ids=cat_ids, patch_sizes=[patch],
             windows=sorted({w for w in (1, 2, 4) if grid % w == 0} | {windows}),
             resolutions=[r for r in ((resolution // step + k) * step for k in range(-5, 6)) if r > 0],
             query_counts=sorted({q for q in (50, 100, 200, 300) if q < num_queries} | {num_queries}),
@@ -516,16 +551,18 @@ def _map_key(k: str) -> tuple[str | None, str | None]:
     return None, None
 
 
-def convert_rfdetr(ckpt: dict, path: Path | str = "checkpoint") -> tuple[SupernetConfig, dict[str, Tensor],
-                                                                          dict[str, int], list[str]]:
+def convert_rfdetr(ckpt: dict, path: Path | str = "checkpoint", args: dict | None = None
+                   ) -> tuple[SupernetConfig, dict[str, Tensor], dict[str, int], list[str]]:
     """RF-DETR checkpoint dict -> (SupernetConfig, edgedet state dict (query group 0, float32), dropped training-only
-    tensors by kind, notes). Unknown keys, missing keys and shape mismatches raise CheckpointError."""
+    tensors by kind, notes). `args`: settings the user states (rfdetr's arg names, checked by
+    rfdetr_config.parse_user_args), replacing or completing the checkpoint's. Unknown keys, missing keys, shape
+    mismatches and settings outside rfdetr_config.ARG_LIMITS raise CheckpointError."""
     path = Path(path)
     notes: list[str] = []
     sd = _state_dict(ckpt, path, notes)
-    opts = _options(ckpt)
+    opts = _options(ckpt, path, args, notes)
     _check_supported(sd, opts, path)
-    cfg, nq = _infer_config(sd, opts, ckpt, path, notes)
+    cfg, nq = _infer_config(sd, opts, ckpt, path, notes, frozenset(args or ()))
 
     out: dict[str, Tensor] = {}
     source: dict[str, str] = {}  # edgedet key -> RF-DETR key, for error messages
@@ -559,7 +596,7 @@ def convert_rfdetr(ckpt: dict, path: Path | str = "checkpoint") -> tuple[Superne
         out[new] = torch.cat([parts["query"], parts["key"], parts["value"]], 0)
         source[new] = f"{_VIT}encoder.layer.{i}.attention.attention.{{query,key,value}}.{kind}"
 
-    own = _expected_shapes(cfg)
+    own = expected_shapes(cfg)
     missing = [k for k in own if k not in out]
     extra = [source[k] for k in out if k not in own]
     if missing or extra:
@@ -577,29 +614,21 @@ def convert_rfdetr(ckpt: dict, path: Path | str = "checkpoint") -> tuple[Superne
     return cfg, out, dropped, notes
 
 
-def _expected_shapes(cfg: SupernetConfig) -> dict[str, torch.Size]:
-    """Shapes of an edgedet Supernet's state dict for `cfg`, without allocating its weights."""
-    from ..model.supernet import Supernet
-
-    with torch.device("meta"):
-        net = Supernet(cfg)
-    return {k: v.shape for k, v in net.state_dict().items()}
-
-
-def import_rfdetr(checkpoint: Path | str, output: Path | str | None = None) -> tuple[Any, ImportReport]:
+def import_rfdetr(checkpoint: Path | str, output: Path | str | None = None,
+                  args: dict | None = None) -> tuple[Any, ImportReport]:
     """Read an RF-DETR checkpoint and return (edgedet Supernet in eval mode, report); with `output`, also write it
-    as an edgedet safetensors checkpoint (metadata: source file name and sha256, rfdetr version, model name)."""
+    (atomically) as an edgedet safetensors checkpoint (metadata: source file name and sha256, rfdetr version, model
+    name). `args`: settings the checkpoint lacks, or replacements, by rfdetr's arg names (see convert_rfdetr)."""
     from ..checkpoint import load_state, save_supernet
     from ..model.supernet import Supernet
 
     path = Path(checkpoint)
     ckpt = read_rfdetr_checkpoint(path)
-    cfg, sd, dropped, notes = convert_rfdetr(ckpt, path)
+    cfg, sd, dropped, notes = convert_rfdetr(ckpt, path, args)
     net = Supernet(cfg)
     load_state(net, sd, path)
     net.eval()
-    version = ckpt.get("rfdetr_version") if isinstance(ckpt.get("rfdetr_version"), str) else None
-    model_name = ckpt.get("model_name") if isinstance(ckpt.get("model_name"), str) else None
+    version, model_name = _text(ckpt.get("rfdetr_version")), _text(ckpt.get("model_name"))
     rep = ImportReport(source=path, output=Path(output) if output else None, config=cfg, sha256=sha256(path),
                        model_name=model_name, rfdetr_version=version, tensors=len(sd), dropped=dropped, notes=notes)
     net.meta = {"source": "rfdetr", "source_file": path.name, "source_sha256": rep.sha256,

@@ -127,9 +127,37 @@ def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text[:200]}" if text else type(e).__name__
 
 
-def _torch_load_safe(path: Path) -> object:
+def check_torch_archive(path: Path) -> None:
+    """Refuse a torch zip archive that could expand past its own size before torch.load reads it: torch.save
+    stores every record uncompressed, so a compressed record (a zip bomb) or records whose sizes add up to more than
+    the file are refused (PretrainedError naming the record). Legacy (non-zip) files are left to torch.load."""
+    import zipfile
+
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        if not zipfile.is_zipfile(path):
+            return
+        with zipfile.ZipFile(path) as z:
+            infos = z.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return  # not a readable zip: torch.load reports it
+    bad = next((i for i in infos if i.compress_type != zipfile.ZIP_STORED), None)
+    if bad is not None:
+        raise PretrainedError(f"{path}: refused: record {bad.filename[:80]!r} is compressed (method "
+                              f"{bad.compress_type}); torch.save never compresses, and such a record can expand to "
+                              "any size")
+    total, size = sum(i.file_size for i in infos), path.stat().st_size
+    if total > size:
+        raise PretrainedError(f"{path}: refused: its records claim {total} bytes in a {size}-byte file")
+
+
+def _torch_load_safe(path: Path) -> object:
+    import warnings
+
+    check_torch_archive(path)
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols of files it then refuses anyway
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         msg = str(e)
         glob = re.search(r"GLOBAL\s+([\w.]+)", msg)
@@ -183,6 +211,27 @@ def _locate(sd: dict[str, Tensor]) -> tuple[Layout, str]:
         teacher = [f for f in found if "teacher" in f[1]]
         found = teacher or sorted(found, key=lambda f: len(f[1]))
     return found[0]
+
+
+VIT_LIMITS = dict(dim=8192, depth=64, patch=64, grid=512, registers=64, mlp_hidden=65536)
+
+
+def check_vit_tensor(t: Tensor, name: str, ndim: int, empty_ok: bool = False) -> Tensor:
+    """`t` with `ndim` non-empty dimensions (empty ones allowed with empty_ok: e.g. zero register tokens), else
+    PretrainedError naming it (a file's shapes decide what is built)."""
+    if not isinstance(t, Tensor) or t.ndim != ndim or (0 in t.shape and not empty_ok):
+        shape = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+        raise PretrainedError(f"tensor {name} has shape {shape}, expected {ndim} non-empty dimensions")
+    return t
+
+
+def check_vit_dims(**dims: int) -> None:
+    """Each of dim, depth, patch, grid, registers, mlp_hidden given within VIT_LIMITS, else PretrainedError: what a
+    file's shapes make the reader build is bounded."""
+    for k, v in dims.items():
+        lo = 0 if k == "registers" else 1
+        if not lo <= int(v) <= VIT_LIMITS[k]:
+            raise PretrainedError(f"ViT {k} {int(v)} read from the file's shapes is outside {lo}..{VIT_LIMITS[k]}")
 
 
 def detect_layout(sd: dict[str, Tensor]) -> Layout:
@@ -323,8 +372,13 @@ def convert_dinov2(
     if missing or extra:
         raise PretrainedError(f"unexpected DINOv2 {layout} checkpoint: missing {missing[:5]}, unrecognised {extra[:5]}")
 
-    embed_dim = out["cls_token"].shape[-1]
-    src_grid = math.isqrt(out["pos_embed"].shape[1] - 1)
+    embed_dim = check_vit_tensor(out["cls_token"], prefix + "cls_token", 3).shape[-1]
+    pos = check_vit_tensor(out["pos_embed"], prefix + "pos_embed", 3)
+    kernel = check_vit_tensor(out["patch_embed.proj.weight"], prefix + "patch_embed.proj.weight", 4)
+    if kernel.shape[-1] != kernel.shape[-2]:
+        raise PretrainedError(f"patch kernel of shape {tuple(kernel.shape)} is not square")
+    check_vit_dims(dim=embed_dim, depth=src_depth, patch=kernel.shape[-1], grid=math.isqrt(max(0, pos.shape[1] - 1)))
+    src_grid = math.isqrt(pos.shape[1] - 1)
     out["pos_embed"] = resize_pos_embed(out["pos_embed"], grid)
     src_patch = out["patch_embed.proj.weight"].shape[-1]
     out["patch_embed.proj.weight"] = pi_resize_patch_kernel(out["patch_embed.proj.weight"], patch_size)
@@ -371,6 +425,8 @@ def load_dinov2_into(
     except PretrainedError as e:
         msg = str(e)
         raise PretrainedError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None
+    except (KeyError, IndexError, ValueError, RuntimeError, TypeError) as e:  # a layout the checks missed
+        raise PretrainedError(f"{path}: unexpected DINOv2 tensor layout ({_one_line(e)})") from None
 
     src_dim = report["embed_dim"]
     if src_dim != dim:

@@ -408,7 +408,7 @@ def search(target: str | Path, checkpoint: str | Path | None = None, data: str |
     if not cands:
         raise ConfigError(f"{space or 'space'}: no subnet fits target {t.name} (max_resolution {t.max_resolution})")
     root = Path(data) if data else demo_data()
-    ds = CocoDetection(root, "valid")
+    ds = CocoDetection(root, "valid", labels=net.cfg)  # the model's labels mapped onto the categories
     if val_images:
         ds = Subset(ds, range(min(val_images, len(ds))))
     budget = max_measurements or max(10, math.ceil(0.05 * len(cands)))

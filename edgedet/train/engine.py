@@ -167,6 +167,14 @@ def load_state(out: Path, net, ema: EMA, opt: torch.optim.Optimizer, distiller=N
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"{path}: cannot resume ({str(e).splitlines()[0][:120]})") from None
+    try:
+        return _restore(path, header, tensors, net, ema, opt, distiller)
+    except (KeyError, ValueError, RuntimeError, TypeError) as e:  # a damaged or foreign state file
+        raise CheckpointError(f"{path}: cannot resume ({type(e).__name__}: {' '.join(str(e).split())[:120]}); "
+                              "use a new --out or drop --resume") from None
+
+
+def _restore(path: Path, header: dict, tensors: dict, net, ema: EMA, opt, distiller) -> dict:
     if SupernetConfig.model_validate_json(header["config"]) != net.cfg:
         raise CheckpointError(f"{path}: saved for a different supernet config; use a new --out or drop --resume")
     meta = json.loads(header["meta"])
@@ -188,6 +196,37 @@ def load_state(out: Path, net, ema: EMA, opt: torch.optim.Optimizer, distiller=N
     return meta
 
 
+_RANGES = {  # TrainConfig field -> (lowest, highest) accepted
+    "epochs": (1, 100000), "batch_size": (1, 4096), "accum": (1, 1024), "groups": (1, 64), "warmup_steps": (0, 10**9),
+    "workers": (0, 256), "log_every": (1, 10**9), "max_steps": (1, 10**12), "gam_every": (1, 10**12),
+    "seed": (0, 2**63 - 1), "lr": (0.0, 10.0), "lr_backbone": (0.0, 10.0), "layer_decay": (0.0, 1.0),
+    "weight_decay": (0.0, 10.0), "ema_decay": (0.0, 1.0), "ema_tau": (0, 10**9), "clip": (0.0, 10**6),
+    "dsi_weight": (0.0, 10**6), "gam_rho": (0.0, 100.0), "gam_delta": (0.0, 100.0),
+}
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """Every number of `cfg` finite and in range (ConfigError naming the option and the value), before anything
+    is read, built or written."""
+    import math
+
+    for key, (lo, hi) in _RANGES.items():
+        v = getattr(cfg, key)
+        if v is None and key in ("max_steps", "gam_every", "lr_backbone"):
+            continue
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and lo <= v <= hi
+        if not ok or (key in ("lr", "layer_decay") and v == 0):
+            flag = "--" + {"warmup_steps": "warmup", "gam_rho": "gam-target", "gam_delta": "gam-band"}.get(
+                key, key).replace("_", "-")
+            low = f"> {lo}" if key in ("lr", "layer_decay") else f">= {lo}"
+            raise ConfigError(f"{flag} is {v!r}, expected a number {low} and <= {hi}")
+    from .teachers import TEACHER_TYPES
+
+    if cfg.teacher_type not in TEACHER_TYPES:
+        raise ConfigError(f"--teacher-type: unknown teacher type {cfg.teacher_type!r}; types are "
+                          f"{', '.join(TEACHER_TYPES)}")
+
+
 def _targets(batch_targets: list[dict]) -> list[dict]:
     return [{"labels": t["labels"], "boxes": t["boxes"]} for t in batch_targets]
 
@@ -200,7 +239,10 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     from ..data.transforms import RandomCropFlip, batch_resize
 
     rank, world = _dist()
+    check_config(cfg)
     out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: --out is a file, not a folder")
     teacher = None
     if cfg.teacher:  # first, so a bad teacher file fails before any work
         from .teachers import load_teacher
@@ -210,13 +252,20 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     if cfg.fdr:
         scfg = scfg.model_copy(update={"fdr": True})
     train_set = CocoDetection(Path(cfg.data), "train", transforms=RandomCropFlip())
-    if len(train_set.class_names) != scfg.num_classes or scfg.class_names != train_set.class_names:
-        scfg = scfg.model_copy(update={"num_classes": len(train_set.class_names),
-                                       "class_names": list(train_set.class_names)})
+    # labels are the training set's categories in id order; their ids travel with the model (evaluation maps by id)
+    scfg = scfg.model_copy(update={"num_classes": len(train_set.class_names),
+                                   "class_names": list(train_set.class_names),
+                                   "category_ids": list(train_set.category_ids)})
     space = load_space(cfg.space, scfg)
     subnets = space.subnets(scfg)
     if not subnets:
         raise ConfigError(f"{cfg.space}: empty search space")
+    n = len(train_set)
+    per_rank = n // world
+    steps_per_epoch = per_rank // (cfg.batch_size * cfg.accum)
+    if steps_per_epoch == 0:
+        raise ConfigError(f"{cfg.data}: {n} training images are fewer than one step "
+                          f"(batch {cfg.batch_size} x accum {cfg.accum} x ranks {world})")
     scfg = scfg.model_copy(update={"patch_sizes": sorted(set(space.patch)),
                                    "windows": sorted(set(space.windows)), "resolutions": sorted(set(space.resolution)),
                                    "query_counts": sorted(set(space.queries))})
@@ -250,15 +299,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
             print(f"resumed from {_state_path(out)} at epoch {start_epoch}, step {step}", flush=True)
     elif cfg.resume and rank == 0:
         print(f"no training state in {out}; starting fresh", flush=True)
-    if rank == 0:
+    if rank == 0:  # everything above is checked: only now does OUT get files
         out.mkdir(parents=True, exist_ok=True)
-        (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=1))
-    n = len(train_set)
-    per_rank = n // world
-    steps_per_epoch = per_rank // (cfg.batch_size * cfg.accum)
-    if steps_per_epoch == 0:
-        raise ConfigError(f"{cfg.data}: {n} training images are fewer than one step "
-                          f"(batch {cfg.batch_size} x accum {cfg.accum} x ranks {world})")
+        atomic_write(out / "train_config.json", lambda tmp: tmp.write_text(json.dumps(asdict(cfg), indent=1)))
     log = open(out / "log.jsonl", "a") if rank == 0 else None
     total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
     bar = _Progress(total_steps, step, enabled=progress and rank == 0)

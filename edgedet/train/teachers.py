@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError, MissingExtraError
-from ..model.pretrained import PretrainedError, _locate, convert_dinov2, read_state_dict
+from ..model.pretrained import (PretrainedError, _locate, check_vit_dims, check_vit_tensor, convert_dinov2,
+                                read_state_dict)
 from ..model.supernet import IMAGENET_MEAN, IMAGENET_STD
 from ..model.vit import Block
 
@@ -149,13 +150,20 @@ class ViTTeacher(Teacher):
 def _shape_info(sd: dict) -> tuple[int, int]:
     """(depth, MLP hidden width) of a state dict in this module's names."""
     depth = len({int(m.group(1)) for k in sd if (m := re.match(r"blocks\.(\d+)\.", k))})
-    hidden = sd["blocks.0.mlp.fc1.weight"].shape[0]
+    if "blocks.0.mlp.fc1.weight" not in sd:
+        raise PretrainedError("no blocks.0.mlp.fc1.weight: not a ViT state dict")
+    hidden = check_vit_tensor(sd["blocks.0.mlp.fc1.weight"], "blocks.0.mlp.fc1.weight", 2).shape[0]
+    check_vit_dims(depth=depth, mlp_hidden=hidden)
     return depth, hidden
 
 
-def _guess_heads(dim: int, heads: int | None) -> int:
-    """DINO ViTs use 64-dim heads (ViT-S 6, B 12, L 16, g 24)."""
-    return heads or max(1, dim // 64)
+def _heads(dim: int, heads: int | None, rope: bool) -> int:
+    """Attention heads: given, or DINO's 64-dim heads (ViT-S 6, B 12, L 16, g 24); PretrainedError when they do not
+    divide the width (or, with RoPE, give heads whose width is not a multiple of 4)."""
+    h = heads or max(1, dim // 64)
+    if dim % h or (rope and (dim // h) % 4):
+        raise PretrainedError(f"width {dim} does not split into {h} heads" + (" of a multiple of 4" if rope else ""))
+    return h
 
 
 def dinov2_teacher(sd: dict, source: str, sha: str, heads: int | None = None) -> ViTTeacher:
@@ -166,13 +174,15 @@ def dinov2_teacher(sd: dict, source: str, sha: str, heads: int | None = None) ->
     pos_key = "embeddings.position_embeddings" if layout == "hf" else "pos_embed"
     if patch_key not in inner or pos_key not in inner:
         raise PretrainedError(f"not a DINOv2 state dict (no {patch_key} / {pos_key})")
-    patch = inner[patch_key].shape[-1]
-    grid = math.isqrt(inner[pos_key].shape[1] - 1)
+    patch = check_vit_tensor(inner[patch_key], prefix + patch_key, 4).shape[-1]
+    grid = math.isqrt(max(0, check_vit_tensor(inner[pos_key], prefix + pos_key, 3).shape[1] - 1))
+    check_vit_dims(patch=patch, grid=grid)
     hub, _ = convert_dinov2(sd, patch_size=patch, grid=grid)
     dim = hub["cls_token"].shape[-1]
     depth, hidden = _shape_info(hub)
-    regs = 0 if reg is None else reg.shape[1]
-    t = ViTTeacher("dinov2", dim, depth, _guess_heads(dim, heads), hidden, patch, regs, grid, 1e-6, source, sha)
+    regs = 0 if reg is None else check_vit_tensor(reg, prefix + "register_tokens", 3, empty_ok=True).shape[1]
+    check_vit_dims(registers=regs)
+    t = ViTTeacher("dinov2", dim, depth, _heads(dim, heads, False), hidden, patch, regs, grid, 1e-6, source, sha)
     hub["register_tokens"] = reg if regs else t.register_tokens.detach()
     _load(t, hub)
     return t
@@ -248,7 +258,8 @@ def convert_dinov3(sd: dict) -> tuple[dict, int]:
                 out[b] = torch.where(v > 0, out[b], torch.zeros_like(out[b]))
         for k in [k for k in out if k.endswith("attn.qkv.weight")]:
             out.setdefault(k[:-len("weight")] + "bias", out[k].new_zeros(out[k].shape[0]))
-    regs = out["register_tokens"].shape[1] if "register_tokens" in out else 0
+    reg = out.get("register_tokens")
+    regs = 0 if reg is None else check_vit_tensor(reg, "register_tokens", 3, empty_ok=True).shape[1]
     return out, regs
 
 
@@ -257,10 +268,14 @@ def dinov3_teacher(sd: dict, source: str, sha: str, heads: int | None = None) ->
     for need in ("cls_token", "patch_embed.proj.weight", "norm.weight", "blocks.0.attn.qkv.weight"):
         if need not in out:
             raise PretrainedError(f"not a DINOv3 state dict (missing {need})")
-    dim = out["cls_token"].shape[-1]
+    dim = check_vit_tensor(out["cls_token"], "cls_token", 3).shape[-1]
     depth, hidden = _shape_info(out)
-    patch = out["patch_embed.proj.weight"].shape[-1]
-    t = ViTTeacher("dinov3", dim, depth, _guess_heads(dim, heads), hidden, patch, regs, None, 1e-5, source, sha)
+    kernel = check_vit_tensor(out["patch_embed.proj.weight"], "patch_embed.proj.weight", 4)
+    patch = kernel.shape[-1]
+    if kernel.shape[-2] != patch:
+        raise PretrainedError(f"patch kernel of shape {tuple(kernel.shape)} is not square")
+    check_vit_dims(dim=dim, patch=patch, registers=regs)
+    t = ViTTeacher("dinov3", dim, depth, _heads(dim, heads, True), hidden, patch, regs, None, 1e-5, source, sha)
     if "periods" in out and out["periods"].shape != t.periods.shape:
         raise PretrainedError(f"rope periods {tuple(out['periods'].shape)} do not fit {dim // t.heads}-dim heads")
     out.setdefault("periods", t.periods)
@@ -405,3 +420,6 @@ def load_teacher(spec: str | Path, kind: str = "auto", heads: int | None = None)
     except PretrainedError as e:
         msg = str(e)
         raise CheckpointError(msg if msg.startswith(str(path)) else f"{path}: {kind} teacher: {msg}") from None
+    except (KeyError, IndexError, ValueError, RuntimeError, TypeError) as e:  # a layout the checks above missed
+        raise CheckpointError(f"{path}: {kind} teacher: unexpected tensor layout ({type(e).__name__}: "
+                              f"{' '.join(str(e).split())[:120]})") from None

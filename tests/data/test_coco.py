@@ -129,3 +129,47 @@ def test_batch_resize_mixed_sizes():
     assert x.shape == (3, 3, 64, 64) and x.dtype == torch.float32
     same = torch.rand(3, 64, 64)
     assert torch.equal(batch_resize([same], 64)[0], same)
+
+
+def _write(tmp_path, coco) -> "Path":
+    ann = tmp_path / "ann.json"
+    ann.write_text(json.dumps(coco))
+    return ann
+
+
+def _coco(**kw):
+    base = {"images": [{"id": 1, "file_name": "a.png", "width": 40, "height": 20}],
+            "categories": [{"id": 5, "name": "dog"}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 5, "bbox": [1, 2, 10, 8]}]}
+    base.update(kw)
+    return base
+
+
+@pytest.mark.parametrize("edit,needle", [
+    (dict(images=[]), "no images"),
+    (dict(images=[{"id": 1, "file_name": "a.png"}, {"id": 1, "file_name": "b.png"}]), "images[1] (id 1): duplicate"),
+    (dict(images=[{"id": "1", "file_name": "a.png"}]), "images[0]: 'id' is '1', expected an integer"),
+    (dict(images=[{"id": 1, "file_name": "../../etc/passwd"}]), "not a relative path inside"),
+    (dict(images=[{"id": 1, "file_name": "/etc/passwd"}]), "not a relative path inside"),
+    (dict(categories=[{"id": 5}]), "categories[0] (id 5): 'name' is missing"),
+    (dict(annotations=[{"id": 1, "image_id": 1, "category_id": 5, "bbox": [1, 2, float("nan"), 8]}]), "'bbox' is"),
+    (dict(annotations=[{"id": 1, "image_id": 9, "category_id": 5, "bbox": [1, 2, 3, 4]}]), "image_id 9 is not"),
+    (dict(annotations=[{"id": 1, "image_id": 1, "category_id": 6, "bbox": [1, 2, 3, 4]}]), "category_id 6 is not"),
+])
+def test_annotation_records_are_checked(tmp_path, edit, needle):
+    ann = _write(tmp_path, _coco(**edit))
+    with pytest.raises(ConfigError) as e:
+        CocoDetection(images_dir=tmp_path, ann_file=ann)
+    assert needle in str(e.value) and str(ann) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_image_symlink_out_of_the_folder_is_refused(tmp_path):
+    from PIL import Image
+
+    outside = tmp_path / "outside.png"
+    Image.new("RGB", (40, 20)).save(outside)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.png").symlink_to(outside)
+    ds = CocoDetection(images_dir=tmp_path / "data", ann_file=_write(tmp_path, _coco()))
+    with pytest.raises(ConfigError, match="resolves outside"):
+        ds[0]

@@ -122,8 +122,34 @@ def test_non_square_and_progress(tmp_path):
     assert not list(tmp_path.rglob("*.tmp"))  # json written atomically, no temp left behind
 
 
-def test_bad_arguments(tmp_path):
-    with pytest.raises(ValueError):
-        generate(tmp_path, -1, 0)
-    with pytest.raises(ValueError):
-        generate(tmp_path, 1, 0, image_size=16)
+def test_bad_arguments_write_nothing(tmp_path):
+    from edgedet.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--train"):
+        generate(tmp_path / "a", -1, 0)
+    with pytest.raises(ConfigError, match="--size 16"):
+        generate(tmp_path / "a", 1, 0, image_size=16)
+    with pytest.raises(ConfigError, match="--size 100000"):
+        generate(tmp_path / "a", 1, 0, image_size=100000)
+    assert not list(tmp_path.iterdir())
+
+
+def test_never_overwrites_a_foreign_dataset_and_leaves_no_half_output(tmp_path):
+    from edgedet.errors import ConfigError
+
+    (tmp_path / "mine" / "train").mkdir(parents=True)
+    (tmp_path / "mine" / "train" / "cat.jpg").write_bytes(b"x")
+    with pytest.raises(ConfigError, match="not an edgedet synthetic dataset"):
+        generate(tmp_path / "mine", 2, 1, image_size=64)
+    assert sorted(p.name for p in (tmp_path / "mine").rglob("*")) == ["cat.jpg", "train"]
+    generate(tmp_path / "again", 2, 1, image_size=64)
+    generate(tmp_path / "again", 1, 1, image_size=64)  # an earlier synthetic output is replaced
+    assert len(list((tmp_path / "again" / "train").glob("*.jpg"))) == 1
+
+    def boom(done, total):
+        if done == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        generate(tmp_path / "killed", 3, 1, image_size=64, progress=boom)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["again", "mine"]

@@ -172,6 +172,69 @@ def test_import_lightning_ckpt(p4, tmp_path):
     assert any("outside 'model.'" in n for n in rep.notes)
 
 
+def test_patch14_base_layout_without_args_runs_at_rfdetrs_560(tmp_path):
+    """RF-DETR Base keeps DINOv2's 37 x 37 grid (518 px) but runs at 560: a bare checkpoint gets rfdetr's default."""
+    torch.manual_seed(2)
+    src = Supernet(src_cfg(embed_dim=384, num_heads=6, patch_size=14, pos_grid=37, hidden_dim=256, sa_heads=8,
+                           ca_heads=16, dec_layers=1, ffn_dim=64, num_queries=10, query_counts=[10], global_blocks=[2, 5, 8, 11],
+                           taps=[2, 5, 8, 11], patch_sizes=[14])).eval()
+    ck = tmp_path / "base.pth"
+    torch.save({"model": to_rfdetr(src)}, ck)
+    net, rep = import_rfdetr(ck)
+    assert_same_weights(net, src)
+    c = net.cfg
+    assert c.name == "rfdetr-custom" and c.taps == [2, 5, 8, 11] and c.global_blocks == [2, 5, 8, 11]
+    assert 560 in c.resolutions and all(r % 56 == 0 for r in c.resolutions) and 4 in c.windows
+    assert SubnetConfig.parse("p14-r560-w4-d1-q10", c)
+    notes = " | ".join(rep.notes)
+    assert "RFDETRBase's default 560" in notes and "rfdetr's RFDETRBase 4" in notes
+
+
+def test_unknown_patch14_layout_needs_resolution(tmp_path):
+    torch.manual_seed(3)
+    src = randomize(Supernet(src_cfg(patch_size=14, pos_grid=9, patch_sizes=[14]))).eval()
+    ck = tmp_path / "odd.pth"
+    torch.save({"model": to_rfdetr(src)}, ck)  # 9 x 14 = 126 px is not a multiple of 14 x 4 windows
+    with pytest.raises(CheckpointError) as e:
+        import_rfdetr(ck)
+    assert "--resolution" in str(e.value) and "126 px" in str(e.value) and "56" in str(e.value)
+    net, rep = import_rfdetr(ck, args={"resolution": 112})
+    assert 112 in net.cfg.resolutions and all(r % 56 == 0 for r in net.cfg.resolutions)
+    assert_same_weights(net, src)
+    out = tmp_path / "odd.safetensors"
+    p = subprocess.run([sys.executable, "-m", "edgedet.cli", "import", "rfdetr", str(ck), "-o", str(out),
+                        "--resolution", "100"], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2 and "--resolution 100 is not a multiple of patch x windows" in p.stderr
+    assert not out.exists()
+    p = subprocess.run([sys.executable, "-m", "edgedet.cli", "import", "rfdetr", str(ck), "-o", str(out),
+                        "--resolution", "112", "--num-windows", "2", "--class-names", "a,b,c,d,e,f"],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    back = load_supernet(out)
+    assert 112 in back.cfg.resolutions and back.cfg.class_names == list("abcdef")
+
+
+def test_user_args_replace_the_checkpoints_with_a_note(p4, tmp_path):
+    ck = tmp_path / "rf.pth"
+    torch.save({"model": to_rfdetr(p4), "args": rf_args(p4.cfg)}, ck)
+    net, rep = import_rfdetr(ck, args={"resolution": 160, "num_windows": 1})
+    assert 160 in net.cfg.resolutions and 1 in net.cfg.windows
+    assert "args.resolution is 128 in the checkpoint; used 160 as given" in rep.notes
+
+
+def test_coco_head_carries_coco_category_ids(tmp_path):
+    torch.manual_seed(4)
+    src = Supernet(src_cfg(num_classes=91)).eval()
+    ck = tmp_path / "coco.pth"
+    torch.save({"model": to_rfdetr(src)}, ck)
+    net, rep = import_rfdetr(ck)
+    assert net.cfg.category_ids == list(range(91)) and net.cfg.class_names[3] == "car"
+    assert net.cfg.class_names[12] == "N/A" and net.cfg.class_names[90] == "toothbrush"
+    torch.save({"model": to_rfdetr(src), "args": rf_args(src.cfg, class_names=[f"k{i}" for i in range(90)])}, ck)
+    net, _ = import_rfdetr(ck)
+    assert net.cfg.category_ids is None and net.cfg.class_names[:2] == ["k0", "k1"]
+
+
 def test_imported_model_exports_to_onnx(p3p5, tmp_path):
     from edgedet.model.export import export_onnx
 
@@ -286,152 +349,3 @@ def test_cli_import_and_refusal(p4, tmp_path):
     lines = p.stderr.strip().splitlines()
     assert p.returncode == 2 and len(lines) == 1 and "evil.pth" in lines[0] and "Traceback" not in p.stderr
     assert not marker.exists() and not (tmp_path / "x.safetensors").exists()
-
-
-# --------------------------------------------------------------------------------- parity with the rfdetr package
-
-
-def _rfdetr():
-    try:
-        from rfdetr import RFDETRNano
-    except Exception as e:  # not installed, or its torchvision does not import with the CPU torch
-        pytest.skip(f"rfdetr is not importable ({type(e).__name__}: {str(e)[:80]}); the parity tests need the rfdetr "
-                    "package next to edgedet (see benchmarks/rfdetr_parity.py)")
-    return RFDETRNano
-
-
-MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-TOL = 1e-4
-TIE = 1e-4  # encoder scores closer than this have no defined top-k order (float noise decides)
-
-
-@pytest.fixture(scope="module")
-def rf_nano(tmp_path_factory):
-    """A random RF-DETR-N with every parameter perturbed (box heads and refpoint_embed non-zero), saved in rfdetr's
-    format ({"model", "args": argparse.Namespace, ...}) and imported."""
-    RFDETRNano = _rfdetr()
-    import logging
-
-    logging.getLogger("rf-detr").setLevel(logging.ERROR)
-    torch.manual_seed(0)
-    m = RFDETRNano(pretrain_weights=None, device="cpu")
-    model = m.model.model
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.02)
-    sd = model.state_dict()
-    assert sd["refpoint_embed.weight"].abs().min() > 0 and sd["bbox_embed.layers.2.weight"].abs().min() > 0
-    assert sd["transformer.enc_out_bbox_embed.0.layers.2.weight"].abs().min() > 0
-    d = tmp_path_factory.mktemp("rfdetr")
-    ck = d / "rand_nano.pth"
-    args = argparse.Namespace(**vars(m.model.args), class_names=[f"c{i}" for i in range(90)])
-    torch.save({"model": sd, "args": args, "model_name": "RFDETRNano"}, ck)
-    net, rep = import_rfdetr(ck, d / "nano.safetensors")
-    return RFDETRNano, ck, load_supernet(d / "nano.safetensors"), rep
-
-
-def test_rfdetr_nano_config_and_keys(rf_nano):
-    _, _, net, rep = rf_nano
-    c = net.cfg
-    assert (c.embed_dim, c.depth, c.num_heads, c.patch_size, c.pos_grid) == (384, 12, 6, 16, 24)
-    assert c.taps == [3, 6, 9, 12] and c.global_blocks == [3, 6, 9] and c.levels == ["P4"]
-    assert (c.dec_layers, c.num_queries, c.num_classes, c.ffn_dim, c.n_points) == (2, 300, 91, 2048, 2)
-    assert c.class_names[:2] == ["c0", "c1"] and c.class_names[90] == "N/A" and c.name == "rfdetr-nano"
-    assert rep.tensors == len(net.state_dict())
-    assert rep.dropped["encoder heads of query groups 1+"] == 12 * 12  # 12 tensors per group
-    assert rep.dropped["query_feat rows of groups 1+"] == 3600
-
-
-def _images(res: int, seed: int) -> torch.Tensor:
-    return torch.rand(1, 3, res, res, generator=torch.Generator().manual_seed(seed))
-
-
-def _order_check(scores: torch.Tensor, ref_idx: torch.Tensor, idx: torch.Tensor) -> bool:
-    """True if both top-k orders agree; False if they differ only between near-tied scores (then rows cannot be
-    matched by position and another input is drawn); AssertionError if the selections really differ."""
-    if torch.equal(ref_idx, idx):
-        return True
-    gap = (scores.gather(1, ref_idx) - scores.gather(1, idx)).abs()[ref_idx != idx]
-    assert gap.max() < TIE, f"top-k query selection differs beyond float noise (score gap {gap.max():.2e})"
-    return False
-
-
-def _rf_forward(model, x):
-    cap = []
-    h = model.transformer.enc_out_class_embed[0].register_forward_hook(lambda m, i, o: cap.append(o))
-    with torch.no_grad():
-        out = model((x - MEAN) / STD)
-    h.remove()
-    return out, cap[0].max(-1).values  # scores of every memory position (first call: before the top-k)
-
-
-CONFIGS = [  # subnet id, RF-DETR config overrides that build the same network
-    ("p16-r384-w2-d2-q300", {}),
-    ("p16-r384-w2-d1-q300", {"dec_layers": 1}),
-    ("p16-r384-w2-d0-q300", {"dec_layers": 0}),
-    ("p16-r384-w2-d2-q100", {"num_queries": 100}),
-    ("p16-r512-w2-d2-q300", {"resolution": 512}),
-    ("p16-r320-w2-d1-q100", {"resolution": 320, "dec_layers": 1, "num_queries": 100}),
-    ("p16-r384-w1-d2-q300", {"num_windows": 1}),
-    ("p16-r384-w4-d2-q300", {"num_windows": 4}),
-]
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("sid,kw", CONFIGS, ids=[c[0] for c in CONFIGS])
-def test_parity_with_rfdetr(rf_nano, sid, kw):
-    RFDETRNano, ck, net, _ = rf_nano
-    s = SubnetConfig.parse(sid, net.cfg)
-    rf = RFDETRNano(pretrain_weights=str(ck), device="cpu", **kw).model.model.eval()  # rfdetr's own loader
-    module = net.extract(s)
-    for seed in range(8):
-        x = _images(s.resolution, seed)
-        out, scores = _rf_forward(rf, x)
-        cap = []
-        h = module.query_select.class_embed.register_forward_hook(lambda m, i, o: cap.append(o))
-        with torch.no_grad():
-            boxes, logits = module(x)
-        h.remove()
-        k = boxes.shape[1]
-        assert out["pred_boxes"].shape == boxes.shape and out["pred_logits"].shape == logits.shape
-        if not _order_check(scores, scores.topk(k, 1).indices, cap[0].max(-1).values.topk(k, 1).indices):
-            continue
-        db = (boxes - out["pred_boxes"]).abs().max().item()
-        dl = (logits - out["pred_logits"]).abs().max().item()
-        print(f"\n{sid}: max abs diff boxes {db:.2e} logits {dl:.2e} (input draw {seed})")
-        assert db <= TOL and dl <= TOL
-        return
-    pytest.fail(f"{sid}: every input draw had near-tied encoder scores at the top-k")
-
-
-@pytest.mark.slow
-def test_onnx_export_matches_rfdetr(rf_nano, tmp_path):
-    import onnx
-    import onnxruntime as ort
-
-    from edgedet.model.export import export_onnx
-
-    RFDETRNano, ck, net, _ = rf_nano
-    s = SubnetConfig.parse("p16-r384-w2-d2-q300", net.cfg)
-    res = export_onnx(net.extract(s), tmp_path / "nano.onnx", class_names=net.cfg.class_names, check=True)
-    model = onnx.load(str(res.path))
-    topk = [n for n in model.graph.node if n.op_type == "TopK"]
-    assert len(topk) == 1  # the two-stage query selection; expose its indices to match rows
-    model.graph.output.append(onnx.helper.make_tensor_value_info(topk[0].output[1], onnx.TensorProto.INT64, None))
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    rf = RFDETRNano(pretrain_weights=str(ck), device="cpu").model.model.eval()
-    for seed in range(8):
-        x = _images(384, seed)
-        out, scores = _rf_forward(rf, x)
-        boxes, logits, idx = sess.run(None, {"images": x.numpy()})
-        if not _order_check(scores, scores.topk(300, 1).indices, torch.from_numpy(idx)):
-            continue
-        db = float((torch.from_numpy(boxes) - out["pred_boxes"]).abs().max())
-        dl = float((torch.from_numpy(logits) - out["pred_logits"]).abs().max())
-        print(f"\nONNX Runtime vs rfdetr {s.id}: boxes {db:.2e} logits {dl:.2e} (input draw {seed}); "
-              f"ONNX vs torch at export {res.max_abs_diff}")
-        assert db <= TOL and dl <= TOL
-        return
-    pytest.fail("every input draw had near-tied encoder scores at the top-k")
