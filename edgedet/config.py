@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -262,14 +262,25 @@ def preset(name: str) -> SupernetConfig:
     return PRESETS[name]
 
 
+_KnobValues = Field(min_length=1, max_length=64)
+MAX_SPACE = 100_000  # combinations of a search space at most (enumerated before anything else)
+
+
 class SearchSpace(_Strict):
     """Values of each knob (search/*.yaml). Combinations that do not fit the supernet are skipped."""
 
-    patch: list[int]
-    resolution: list[int]
-    windows: list[int]
-    dec_layers: list[int]
-    queries: list[int]
+    patch: list[Annotated[int, Field(gt=0, le=4096)]] = _KnobValues
+    resolution: list[Annotated[int, Field(gt=0, le=16384)]] = _KnobValues
+    windows: list[Annotated[int, Field(gt=0, le=1024)]] = _KnobValues
+    dec_layers: list[Annotated[int, Field(ge=0, le=1024)]] = _KnobValues
+    queries: list[Annotated[int, Field(gt=0, le=100_000)]] = _KnobValues
+
+    @model_validator(mode="after")
+    def _size(self) -> "SearchSpace":
+        n = len(self.patch) * len(self.resolution) * len(self.windows) * len(self.dec_layers) * len(self.queries)
+        if n > MAX_SPACE:
+            raise ValueError(f"{n} combinations of knob values (at most {MAX_SPACE})")
+        return self
 
     def subnets(self, cfg: SupernetConfig) -> list[SubnetConfig]:
         """Every valid combination, in a fixed order."""

@@ -1,6 +1,15 @@
 """The machine edgedet runs on: artifacts load in this process through their backend and are timed by the
-profiler."""
+profiler.
+
+Two edgedet processes never time on this machine at once: loading and timing hold an exclusive flock on
+~/.cache/edgedet/local-device.lock (EDGEDET_LOCAL_LOCK overrides the path), the on-device agent's DeviceLock; the
+record's device.lock says how long the measurement waited for it and when it held it.
+"""
 from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
 
 import numpy as np
 
@@ -8,7 +17,13 @@ from ..backends import get_backend
 from ..backends.base import Artifact, Unsupported
 from ..config import TargetSpec
 from ..profiler import LatencyRecord, device_info, measure
-from .base import Device
+from .base import Device, DeviceError
+
+LOCK_TIMEOUT_S = 3600.0
+
+
+def lock_path() -> str:
+    return os.environ.get("EDGEDET_LOCAL_LOCK") or str(Path.home() / ".cache" / "edgedet" / "local-device.lock")
 
 
 def runtime_options(t: TargetSpec) -> dict:
@@ -38,12 +53,22 @@ class LocalDevice(Device):
         if not get_backend(artifact.backend).caps.runs_on_host:
             raise Unsupported(f"{artifact.backend} artifacts are built and timed on their device (an ssh target), "
                               "not on this machine")
-        runner = runner or self.load(artifact, target)
+        from .agent import DeviceLock
+
         b = target.benchmark
         x = np.random.default_rng(0).random((b.batch, 3, artifact.resolution, artifact.resolution), dtype=np.float32)
         pin = list(range(target.runtime.threads)) if target.runtime.pin_threads and target.runtime.threads else None
-        with self.lock:
-            rec = measure(lambda: runner.infer(x), warmup=b.warmup, runs=b.runs, min_duration_s=b.min_duration_s,
-                          cooldown_ms=b.cooldown_ms, batch=b.batch, noise_threshold=b.noise_threshold, pin_cpus=pin)
+        try:
+            with self.lock, DeviceLock(lock_path(), LOCK_TIMEOUT_S) as lock:
+                runner = runner or self.load(artifact, target)  # loading is work on this machine too
+                held_from = time.time()
+                rec = measure(lambda: runner.infer(x), warmup=b.warmup, runs=b.runs, min_duration_s=b.min_duration_s,
+                              cooldown_ms=b.cooldown_ms, batch=b.batch, noise_threshold=b.noise_threshold,
+                              pin_cpus=pin)
+                held_to = time.time()
+        except TimeoutError as e:
+            raise DeviceError(f"this machine: {e}") from None
         rec.runtime = runner.info()
+        rec.device["lock"] = {"path": lock.path, "waited_s": lock.waited_s, "held_from": held_from,
+                              "held_to": held_to}
         return rec
