@@ -318,12 +318,15 @@ def search(target: Path = typer.Option(Path("targets/local_cpu.yaml"), "--target
         serve(target, storage, checkpoint=checkpoint, data=data, out=output, val_images=val_images, say=say)
         return
     from .search import search as run_search
-    from .search.report import front_table
+    from .search.report import front_table, history_line
 
     man = run_search(target, checkpoint=checkpoint, data=data, space=space, out=output,
                      max_measurements=max_measurements, resume=resume, storage=storage, val_images=val_images,
                      generations=generations, population=population, seed=seed, runtime=tuple(runtime), say=say)
     con.print(front_table(man))
+    say(history_line(man))
+    for w in man["search"]["warnings"]:
+        typer.echo(f"warning: {w}", err=True)
     con.print(f"wrote {output}/manifest.json, pareto.png, report.html")
 
 

@@ -373,6 +373,11 @@ class BenchmarkSettings(_Strict):
     cooldown_ms: float = Field(0.0, ge=0)
     batch: int = Field(1, gt=0)
     noise_threshold: float = Field(0.15, gt=0)  # flag when (p90 - p10) / p50 exceeds this
+    # a noisy measurement (spread, throttling, or other processes busier than max_other_cores during the runs) is
+    # measured again after repeat_cooldown_s, up to repeat_noisy more times, until one is stable
+    max_other_cores: float = Field(0.5, gt=0)
+    repeat_noisy: int = Field(2, ge=0, le=10)
+    repeat_cooldown_s: float = Field(2.0, ge=0, le=600)
 
 
 class TargetSpec(_Strict):

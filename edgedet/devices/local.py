@@ -3,7 +3,8 @@ profiler.
 
 Two edgedet processes never time on this machine at once: loading and timing hold an exclusive flock on
 ~/.cache/edgedet/local-device.lock (EDGEDET_LOCAL_LOCK overrides the path), the on-device agent's DeviceLock; the
-record's device.lock says how long the measurement waited for it and when it held it.
+record's device.lock says how long the measurement waited for it and when it held it, its device.load how busy the
+machine was meanwhile (devices/load.py; a measurement during which other processes were busy is flagged noisy).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from ..backends import get_backend
 from ..backends.base import Artifact, Unsupported
 from ..config import TargetSpec
 from ..profiler import LatencyRecord, device_info, measure
+from . import load
 from .base import Device, DeviceError
 
 LOCK_TIMEOUT_S = 3600.0
@@ -61,14 +63,16 @@ class LocalDevice(Device):
         try:
             with self.lock, DeviceLock(lock_path(), LOCK_TIMEOUT_S) as lock:
                 runner = runner or self.load(artifact, target)  # loading is work on this machine too
-                held_from = time.time()
+                held_from, before = time.time(), load.snapshot()
                 rec = measure(lambda: runner.infer(x), warmup=b.warmup, runs=b.runs, min_duration_s=b.min_duration_s,
                               cooldown_ms=b.cooldown_ms, batch=b.batch, noise_threshold=b.noise_threshold,
                               pin_cpus=pin)
-                held_to = time.time()
+                held_to, after = time.time(), load.snapshot()
         except TimeoutError as e:
             raise DeviceError(f"this machine: {e}") from None
         rec.runtime = runner.info()
         rec.device["lock"] = {"path": lock.path, "waited_s": lock.waited_s, "held_from": held_from,
                               "held_to": held_to}
+        rec.device["load"] = load.between(before, after)
+        load.judge(rec, b.max_other_cores)
         return rec

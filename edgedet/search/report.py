@@ -16,7 +16,7 @@ from ..backends.base import Artifact
 from ..checkpoint import atomic_write
 from ..config import FrontPoint, Manifest, ManifestArtifact, MeasuredPoint, SearchSpace, TargetSpec
 from .explore import Exploration
-from .pareto import front
+from .pareto import dominates, front
 from .space import Candidate
 from .store import Measurement
 
@@ -65,6 +65,35 @@ class SearchRun:
     store: str  # "search.db" (the default, in the folder) or the store's URL, password hidden
     out: Path
     started: float  # time.time() at the start
+    resumed: bool = False
+
+
+HISTORY_KEYS = {"started": str, "ended": str, "wall_s": (int, float), "measurements": int, "rounds": int,
+                "stopped": str, "resumed": bool}
+
+
+def earlier_runs(out: Path) -> list[dict]:
+    """The run history of the manifest already in OUT (a resumed search), entries that are not well-formed
+    left out; [] when there is none."""
+    try:
+        hist = json.loads((out / "manifest.json").read_text())["search"]["history"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    return [h for h in hist if _entry_ok(h)] if isinstance(hist, list) else []
+
+
+def _entry_ok(h) -> bool:
+    if not isinstance(h, dict) or set(h) != set(HISTORY_KEYS):
+        return False
+    for k, t in HISTORY_KEYS.items():
+        v = h[k]
+        if isinstance(v, bool) != (t is bool) or not isinstance(v, t) or (isinstance(v, str) and len(v) > 500):
+            return False
+    return True
+
+
+def _iso(t: float) -> str:
+    return dt.datetime.fromtimestamp(t, dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def finish(run: SearchRun, found: Exploration, measured: dict[str, Measurement], tap: dict[str, dict],
@@ -84,7 +113,8 @@ def finish(run: SearchRun, found: Exploration, measured: dict[str, Measurement],
                                     device=m.device, record=m.record))
     budget = t.latency.budget_ms
     ok = [p for p in points if p.status == "ok" and (not budget or p.latency_ms <= budget)]
-    fidx = front([(p.ap["AP"], p.latency_ms) for p in ok])
+    fidx, warnings = noise_aware_front(ok)
+    warnings = noise_summary(points, t.benchmark) + warnings
     fronts = []
     adir = out / "artifacts"
     for i in fidx:
@@ -121,8 +151,12 @@ def finish(run: SearchRun, found: Exploration, measured: dict[str, Measurement],
                  for e in found.estimates if not e.measured and e.cand.id not in measured]
     pred = found.predictor
     loo = sorted(pred.loo_rel_err) if pred and pred.loo_rel_err else None
+    now = time.time()
+    history = (earlier_runs(out) if run.resumed else []) + [{
+        "started": _iso(run.started), "ended": _iso(now), "wall_s": round(now - run.started, 1),
+        "measurements": found.measurements, "rounds": found.rounds, "stopped": found.stop, "resumed": run.resumed}]
     man = Manifest(
-        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        created=_iso(now),
         target={"name": t.name, "file": str(run.target_path), "fingerprint": run.fingerprint, "spec": t.model_dump()},
         device=run.device, software=_versions(t.backend, run.runtime_version),
         checkpoint={"path": str(run.checkpoint), "sha256": run.checkpoint_sha, "supernet": run.net.cfg.name},
@@ -136,7 +170,9 @@ def finish(run: SearchRun, found: Exploration, measured: dict[str, Measurement],
                 "store": run.store,
                 "predictor": {"type": "NNLS on cost features, per precision",
                               "loo_rel_err_median": round(float(loo[len(loo) // 2]), 4) if loo else None},
-                "wall_s": round(time.time() - run.started, 1)},
+                "wall_s": round(now - run.started, 1),
+                "wall_s_all_runs": round(sum(h["wall_s"] for h in history), 1), "history": history,
+                "noisy": sum(1 for p in points if _noisy(p)), "warnings": warnings},
         objectives={"ap": "AP@[.5:.95] (pycocotools)", "latency": f"p{t.latency.percentile} ms",
                     "budget_ms": budget},
         points=points, predicted=predicted, front=fronts)
@@ -197,12 +233,67 @@ table{{border-collapse:collapse}}tr:nth-child(even){{background:#f4f4f4}}</style
 {e(man['software']['runtime']['name'])} {e(str(man['software']['runtime']['version']))}.
 Latency: {e(man['objectives']['latency'])}, budget {man['objectives']['budget_ms']} ms; AP on {man['dataset']['images']}
 images of {e(man['dataset']['path'])}.</p>
+{"".join(f'<p style="color:#a40000"><b>warning:</b> {e(w)}</p>' for w in s.get("warnings", []))}
 <img src="pareto.png" alt="Pareto plot">
+{_history_html(s)}
 <h2>Front (measured; AP from each compiled artifact)</h2>
 <table><tr><th>point</th><th>latency ms</th><th>AP</th><th>AP50</th><th>GFLOPs</th><th>artifact</th></tr>{rows}</table>
 <p>Full data: <a href="manifest.json">manifest.json</a>.</p></body></html>
 """
     atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def _noisy(p: MeasuredPoint) -> bool:
+    return p.status == "ok" and bool((p.record or {}).get("noisy"))
+
+
+def noise_aware_front(ok: list[MeasuredPoint]) -> tuple[list[int], list[str]]:
+    """Indices of the front of measured points (latency ascending), where a noisy measurement never pushes a stable
+    one off the front silently: a stable point dominated only by noisy points stays on it, and a warning says so."""
+    pts = [(p.ap["AP"], p.latency_ms) for p in ok]
+    stable = [i for i, p in enumerate(ok) if not _noisy(p)]
+    idx = set(front(pts))
+    kept = [stable[k] for k in front([pts[i] for i in stable]) if stable[k] not in idx]
+    warnings = [f"{ok[j].id} is kept on the front although noisy measurements dominate it ("
+                + ", ".join(ok[i].id for i in range(len(ok)) if _noisy(ok[i]) and dominates(pts[i], pts[j])) + ")"
+                for j in kept]
+    return sorted(idx | set(kept), key=lambda i: (pts[i][1], -pts[i][0])), warnings
+
+
+def noise_summary(points: list[MeasuredPoint], bench) -> list[str]:
+    """One warning naming how many measurements stayed noisy and why ([] when none did)."""
+    noisy = [p for p in points if _noisy(p)]
+    if not noisy:
+        return []
+    notes = [p.record.get("note") or "" for p in noisy]
+    why = {"spread above the target's noise_threshold": sum(p.record.get("spread", 0) > bench.noise_threshold
+                                                             for p in noisy),
+           "other processes busy during the runs": sum("other processes" in n for n in notes),
+           "later runs slower (throttling)": sum("last third" in n for n in notes)}
+    ok = sum(1 for p in points if p.status == "ok")
+    return [f"{len(noisy)} of {ok} measurements stayed noisy after up to {bench.repeat_noisy} repeats ("
+            + ", ".join(f"{k}: {v}" for k, v in why.items() if v) + "): their latencies are uncertain; measure "
+            "on a quieter machine or raise benchmark.runs"]
+
+
+def _history_html(s: dict) -> str:
+    e = html.escape
+    rows = "".join(f"<tr><td>{i + 1}</td><td>{e(h['started'])}</td><td>{e(h['ended'])}</td><td>{h['wall_s']:.0f}</td>"
+                   f"<td>{h['measurements']}</td><td>{h['rounds']}</td><td>{e(h['stopped'])}</td></tr>"
+                   for i, h in enumerate(s.get("history", [])))
+    return ("<h2>Runs of this search</h2><p>Rounds: rounds of proposals after the initial design, in that run (a "
+            "resumed run starts again from round 1 over everything measured so far; it measures nothing twice).</p>"
+            "<table><tr><th>run</th><th>started</th><th>ended</th><th>wall s</th><th>measurements</th><th>rounds</th>"
+            f"<th>stopped</th></tr>{rows}</table>")
+
+
+def history_line(man: dict) -> str:
+    """The CLI's summary of this run and of the search so far."""
+    s = man["search"]
+    h = s["history"][-1]
+    return (f"run {len(s['history'])} of this search: {h['measurements']} measurements, {h['rounds']} rounds, "
+            f"stopped: {h['stopped']}, {h['wall_s']:.0f} s (all runs: {s['measured']} measured, "
+            f"{s['wall_s_all_runs']:.0f} s)")
 
 
 def front_table(man: dict):
@@ -211,10 +302,12 @@ def front_table(man: dict):
     s = man["search"]
     tb = Table(title=f"Pareto front on {man['target']['name']} ({man['objectives']['latency']}, measured; "
                      f"{s['measured']}/{s['candidates']} candidates measured, stopped: {s['stopped']})")
-    for col in ("point", "latency ms", "AP", "AP50", "GFLOPs", "AP from", "artifact"):
+    for col in ("point", "latency ms", "spread", "AP", "AP50", "GFLOPs", "AP from", "artifact"):
         tb.add_column(col, justify="right" if col not in ("point", "artifact") else "left")
     for p in man["front"]:
-        tb.add_row(p["id"], f"{p['latency_ms']:.2f}", f"{p['ap']['AP']:.3f}", f"{p['ap']['AP50']:.3f}",
+        r = p["record"] or {}
+        spread = f"{r['spread']:.0%}{' NOISY' if r.get('noisy') else ''}" if "spread" in r else ""
+        tb.add_row(p["id"], f"{p['latency_ms']:.2f}", spread, f"{p['ap']['AP']:.3f}", f"{p['ap']['AP50']:.3f}",
                    f"{p['gflops']:.2f}", p["ap_source"], p["artifact"]["dir"])
     return tb
 

@@ -58,7 +58,8 @@ def _dataset_sha(ds) -> str:
 def fingerprint(t: TargetSpec, info: dict, runtime_version: str) -> str:
     """Same device kind + runtime + settings -> same fingerprint (host names left out: a pool shares it)."""
     dev = {k: info.get(k) for k in ("cpu", "cores", "machine", "memory_gb", "gpu", "power_mode")}
-    key = {"backend": t.backend, "runtime": t.runtime.model_dump(), "benchmark": t.benchmark.model_dump(),
+    bench = t.benchmark.model_dump(exclude={"max_other_cores", "repeat_noisy", "repeat_cooldown_s"})  # noise handling
+    key = {"backend": t.backend, "runtime": t.runtime.model_dump(), "benchmark": bench,
            "device": dev, "runtime_version": runtime_version}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -243,7 +244,8 @@ def search(target: str | Path, checkpoint: str | Path | None = None, data: str |
                             checkpoint_sha=s.checkpoint_sha, dataset_root=i.data_root, dataset_sha=s.dataset_sha,
                             dataset_images=len(i.dataset), space=sp, candidates=cands, budget=budget,
                             generations=generations, population=population, seed=seed, runtime=runtime,
-                            store="search.db" if storage is None else s.store.shown, out=out, started=started)
+                            store="search.db" if storage is None else s.store.shown, out=out, started=started,
+                            resumed=resume)
             ids = {c.id for c in cands}
             measured = {k: m for k, m in measurer.measured().items() if k in ids}
             return finish(run, found, measured, tap([c.subnet for c in cands if c.id in measured]), say)

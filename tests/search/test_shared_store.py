@@ -35,7 +35,7 @@ def setup(tmp_path_factory, synth_data):
     (d / "target.yaml").write_text(
         "name: shared_cpu\ndevice: {type: local}\nbackend: onnxruntime\nprecisions: [fp32]\n"
         "runtime: {threads: 1}\nlatency: {budget_ms: 1000, percentile: 90}\n"
-        "benchmark: {warmup: 1, runs: 5, min_duration_s: 0}\ncalibration: calib.yaml\n")
+        "benchmark: {warmup: 1, runs: 5, min_duration_s: 0, repeat_noisy: 0}\ncalibration: calib.yaml\n")
     return d
 
 
