@@ -186,14 +186,19 @@ class Claims:
             except sa.exc.SQLAlchemyError:
                 pass  # the store is busy or away for a moment: the next beat tries again
 
-    def close(self) -> None:
-        """Stop renewing; give back every item still held (they are queued for the others)."""
+    def close(self, done: Iterable[str] = ()) -> None:
+        """Stop renewing; mark the held items in `done` done and give back every other item still held (queued for
+        the others)."""
         self._stop.set()
         if self._beat is not None:
             self._beat.join(5)
+        done = set(done)
         for item in list(self.mine):
             try:
-                self.release(item)
+                if item in done:
+                    self.finish(item)
+                else:
+                    self.release(item)
             except sa.exc.SQLAlchemyError:
                 pass  # the lease runs out instead
 

@@ -1,9 +1,9 @@
-"""The end of a search: the front of the measured points, its artifacts (moved next to the manifest, runtimes
-rendered, sealed), manifest.json, pareto.png, report.html and the table printed at the end of the run."""
+"""The end of a search: the front of the measured points (noise-aware), its artifacts (moved next to the manifest,
+runtimes rendered, sealed), manifest.json with the run history and warnings, pareto.png and report.html
+(search/figures.py), and the table printed at the end of the run."""
 from __future__ import annotations
 
 import datetime as dt
-import html
 import json
 import platform
 import shutil
@@ -16,6 +16,7 @@ from ..backends.base import Artifact
 from ..checkpoint import atomic_write
 from ..config import FrontPoint, Manifest, ManifestArtifact, MeasuredPoint, SearchSpace, TargetSpec
 from .explore import Exploration
+from .figures import pareto_png, report_html
 from .pareto import dominates, front
 from .space import Candidate
 from .store import Measurement
@@ -178,69 +179,11 @@ def finish(run: SearchRun, found: Exploration, measured: dict[str, Measurement],
         points=points, predicted=predicted, front=fronts)
     data = man.model_dump()
     atomic_write(out / "manifest.json", lambda tmp: tmp.write_text(json.dumps(data, indent=1)))
-    plot_pareto(data, out / "pareto.png")
-    write_html(data, out / "report.html")
+    png = pareto_png(data)
+    atomic_write(out / "pareto.png", lambda tmp: tmp.write_bytes(png))
+    html_text = report_html(data, png)
+    atomic_write(out / "report.html", lambda tmp: tmp.write_text(html_text))
     return data
-
-
-def plot_pareto(man: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    pct = man["objectives"]["latency"]
-    fig, ax = plt.subplots(figsize=(7.5, 5), dpi=110)
-    pr = man["predicted"]
-    if pr:
-        ax.scatter([p["latency_ms"] for p in pr], [p["ap"] for p in pr], s=10, c="#bbbbbb", label="predicted")
-    ok = [p for p in man["points"] if p["status"] == "ok"]
-    for prec, mk in (("fp32", "o"), ("fp16", "s"), ("bf16", "D"), ("int8", "^")):
-        pts = [p for p in ok if p["precision"] == prec]
-        if pts:
-            ax.scatter([p["latency_ms"] for p in pts], [p["ap"]["AP"] for p in pts], s=28, marker=mk,
-                       label=f"measured {prec}", edgecolors="k", linewidths=0.4)
-    f = man["front"]
-    if f:
-        ax.step([p["latency_ms"] for p in f], [p["ap"]["AP"] for p in f], where="post", c="crimson", lw=1.5,
-                label="front (measured, AP of the artifact)")
-    b = man["objectives"]["budget_ms"]
-    if b:
-        ax.axvline(b, ls="--", c="k", lw=1, label=f"budget {b:g} ms")
-    ax.set_xlabel(f"latency {pct} on {man['target']['name']}")
-    ax.set_ylabel("AP")
-    ax.set_title(f"edgedet search: {man['checkpoint']['supernet']} on {man['target']['name']}")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-    plt.close(fig)
-
-
-def write_html(man: dict, path: Path) -> None:
-    e = html.escape
-    rows = "".join(
-        f"<tr><td>{e(p['id'])}</td><td>{p['latency_ms']:.2f}</td><td>{p['ap']['AP']:.3f}</td>"
-        f"<td>{p['ap']['AP50']:.3f}</td><td>{p['gflops']}</td><td>{e(p['artifact']['dir'])}</td></tr>"
-        for p in man["front"])
-    s = man["search"]
-    text = f"""<!doctype html><html><head><meta charset="utf-8"><title>edgedet search {e(man['target']['name'])}</title>
-<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}td,th{{padding:2px 8px;text-align:right}}
-table{{border-collapse:collapse}}tr:nth-child(even){{background:#f4f4f4}}</style></head><body>
-<h1>edgedet search: {e(man['checkpoint']['supernet'])} on {e(man['target']['name'])}</h1>
-<p>{s['candidates']} candidates, {s['measured']} measured ({100 * s['measured'] / max(s['candidates'], 1):.1f}%),
-{s['rounds']} rounds, stopped: {e(s['stopped'])}, {s['wall_s']:.0f} s. Device: {e(str(man['device'].get('cpu', '')))},
-{e(man['software']['runtime']['name'])} {e(str(man['software']['runtime']['version']))}.
-Latency: {e(man['objectives']['latency'])}, budget {man['objectives']['budget_ms']} ms; AP on {man['dataset']['images']}
-images of {e(man['dataset']['path'])}.</p>
-{"".join(f'<p style="color:#a40000"><b>warning:</b> {e(w)}</p>' for w in s.get("warnings", []))}
-<img src="pareto.png" alt="Pareto plot">
-{_history_html(s)}
-<h2>Front (measured; AP from each compiled artifact)</h2>
-<table><tr><th>point</th><th>latency ms</th><th>AP</th><th>AP50</th><th>GFLOPs</th><th>artifact</th></tr>{rows}</table>
-<p>Full data: <a href="manifest.json">manifest.json</a>.</p></body></html>
-"""
-    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def _noisy(p: MeasuredPoint) -> bool:
@@ -274,17 +217,6 @@ def noise_summary(points: list[MeasuredPoint], bench) -> list[str]:
     return [f"{len(noisy)} of {ok} measurements stayed noisy after up to {bench.repeat_noisy} repeats ("
             + ", ".join(f"{k}: {v}" for k, v in why.items() if v) + "): their latencies are uncertain; measure "
             "on a quieter machine or raise benchmark.runs"]
-
-
-def _history_html(s: dict) -> str:
-    e = html.escape
-    rows = "".join(f"<tr><td>{i + 1}</td><td>{e(h['started'])}</td><td>{e(h['ended'])}</td><td>{h['wall_s']:.0f}</td>"
-                   f"<td>{h['measurements']}</td><td>{h['rounds']}</td><td>{e(h['stopped'])}</td></tr>"
-                   for i, h in enumerate(s.get("history", [])))
-    return ("<h2>Runs of this search</h2><p>Rounds: rounds of proposals after the initial design, in that run (a "
-            "resumed run starts again from round 1 over everything measured so far; it measures nothing twice).</p>"
-            "<table><tr><th>run</th><th>started</th><th>ended</th><th>wall s</th><th>measurements</th><th>rounds</th>"
-            f"<th>stopped</th></tr>{rows}</table>")
 
 
 def history_line(man: dict) -> str:

@@ -30,8 +30,8 @@ from ..backends.base import sha256
 from ..config import SearchSpace, TargetSpec, load_space, load_target
 from ..errors import ConfigError
 from .claims import Claims, run_claimed
-from .explore import Estimate, Explorer, near_front, pick  # noqa: F401  (re-exported: the search's vocabulary)
-from .measure import CAND, SEARCH, DeviceMeasurer, SearchStopped, TorchAP, shared_propose  # noqa: F401
+from .explore import Explorer
+from .measure import CAND, SEARCH, DeviceMeasurer, TorchAP, shared_propose
 from .space import Candidate, candidates
 from .store import Store, parse_url, sqlite_url
 
@@ -251,7 +251,7 @@ def search(target: str | Path, checkpoint: str | Path | None = None, data: str |
             return finish(run, found, measured, tap([c.subnet for c in cands if c.id in measured]), say)
     finally:
         if claims is not None:
-            claims.close()
+            claims.close(done=[SEARCH + claims.owner])  # this search has ended: its workers may stop
         s.close()
 
 

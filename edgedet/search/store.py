@@ -8,8 +8,8 @@ target on the same runtime reuses them. Each row is written in its own transacti
 (kill -9) loses at most the measurement in progress, and `--resume` re-measures nothing that completed.
 
 Opening a store is safe under concurrency and idempotent: the schema (and Optuna's) is created once, under the
-database's own lock (PostgreSQL advisory lock; an flock on a SQLite file's folder). A store is untrusted input: a corrupt
-or foreign database, an unknown URL or a missing driver is one StoreError line, and every row read back is
+database's own lock (a PostgreSQL advisory lock, an flock on a SQLite file's folder). A store is untrusted input: a
+corrupt or foreign database, an unknown URL or a missing driver is one StoreError line, and every row read back is
 validated (a NaN, infinite or negative latency, a malformed record or name never reaches the search).
 """
 from __future__ import annotations
