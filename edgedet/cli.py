@@ -116,7 +116,7 @@ def export(subnet: str = typer.Option(..., "--subnet", "-s", help="Subnet id, e.
 def data_synth(out: Path = typer.Option(..., "--out", "-o", help="Output folder (Roboflow COCO layout)."),
                train: int = typer.Option(2000, "--train", help="Training images."),
                val: int = typer.Option(200, "--val", help="Validation images."),
-               seed: int = typer.Option(0, "--seed", help="Seed of the initial design's ties and of NSGA-II."),
+               seed: int = typer.Option(0, "--seed"),
                size: int = typer.Option(320, "--size", help="Image side in pixels.")):
     """Write a deterministic synthetic COCO dataset (shapes, textures, clutter, occlusion, lighting)."""
     from rich.progress import Progress
@@ -295,14 +295,13 @@ def search(target: Path = typer.Option(Path("targets/local_cpu.yaml"), "--target
                                                           "measurement budget (default: 5% of the candidates, >= 10)."),
            resume: bool = typer.Option(False, "--resume", help="Continue the search in OUTPUT; nothing completed "
                                        "is measured again."),
-           storage: Optional[str] = typer.Option(None, "--storage", help="The store (measurements, AP, studies, "
-                                                 "claims): sqlite:///FILE or postgresql://USER@HOST/DB (default: "
-                                                 "OUTPUT/search.db); searches and workers sharing it split the work."),
+           storage: Optional[str] = typer.Option(None, "--storage", help="SQLAlchemy URL of the study + store "
+                                                 "(default: sqlite OUTPUT/search.db); share it between machines."),
            val_images: Optional[int] = typer.Option(None, "--val-images", help="AP on the first N val "
                                                     "images only (faster, noisier)."),
            generations: int = typer.Option(6, "--generations", help="NSGA-II generations per round."),
            population: int = typer.Option(24, "--population", help="NSGA-II population."),
-           seed: int = typer.Option(0, "--seed", help="Seed of the initial design's ties and of NSGA-II."),
+           seed: int = typer.Option(0, "--seed"),
            runtime: list[str] = typer.Option(["python", "cpp"], "--runtime", help="Runtimes written for front "
                                              "points (python, cpp; repeatable or comma list)."),
            worker: bool = typer.Option(False, "--worker", help="Only measure candidates that searches sharing "

@@ -1,9 +1,10 @@
 """The end of a search: the front of the measured points (noise-aware), its artifacts (moved next to the manifest,
-runtimes rendered, sealed), manifest.json with the run history and warnings, pareto.png and report.html
-(search/figures.py), and the table printed at the end of the run."""
+runtimes rendered, sealed), manifest.json with the run history and warnings, pareto.png, report.html and the table
+printed at the end of the run."""
 from __future__ import annotations
 
 import datetime as dt
+import html
 import json
 import platform
 import shutil
@@ -16,7 +17,6 @@ from ..backends.base import Artifact
 from ..checkpoint import atomic_write
 from ..config import FrontPoint, Manifest, ManifestArtifact, MeasuredPoint, SearchSpace, TargetSpec
 from .explore import Exploration
-from .figures import pareto_png, report_html
 from .pareto import dominates, front
 from .space import Candidate
 from .store import Measurement
@@ -69,7 +69,7 @@ class SearchRun:
     resumed: bool = False
 
 
-HISTORY_KEYS = {"started": str, "ended": str, "wall_s": (int, float), "measurements": int, "rounds": int,
+HISTORY_KEYS = {"start": str, "end": str, "wall_s": (int, float), "measurements": int, "rounds": int,
                 "stopped": str, "resumed": bool}
 
 
@@ -154,7 +154,7 @@ def finish(run: SearchRun, found: Exploration, measured: dict[str, Measurement],
     loo = sorted(pred.loo_rel_err) if pred and pred.loo_rel_err else None
     now = time.time()
     history = (earlier_runs(out) if run.resumed else []) + [{
-        "started": _iso(run.started), "ended": _iso(now), "wall_s": round(now - run.started, 1),
+        "start": _iso(run.started), "end": _iso(now), "wall_s": round(now - run.started, 1),
         "measurements": found.measurements, "rounds": found.rounds, "stopped": found.stop, "resumed": run.resumed}]
     man = Manifest(
         created=_iso(now),
@@ -179,11 +179,67 @@ def finish(run: SearchRun, found: Exploration, measured: dict[str, Measurement],
         points=points, predicted=predicted, front=fronts)
     data = man.model_dump()
     atomic_write(out / "manifest.json", lambda tmp: tmp.write_text(json.dumps(data, indent=1)))
-    png = pareto_png(data)
-    atomic_write(out / "pareto.png", lambda tmp: tmp.write_bytes(png))
-    html_text = report_html(data, png)
-    atomic_write(out / "report.html", lambda tmp: tmp.write_text(html_text))
+    plot_pareto(data, out / "pareto.png")
+    write_html(data, out / "report.html")
     return data
+
+
+def plot_pareto(man: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pct = man["objectives"]["latency"]
+    fig, ax = plt.subplots(figsize=(7.5, 5), dpi=110)
+    pr = man["predicted"]
+    if pr:
+        ax.scatter([p["latency_ms"] for p in pr], [p["ap"] for p in pr], s=10, c="#bbbbbb", label="predicted")
+    ok = [p for p in man["points"] if p["status"] == "ok"]
+    for prec, mk in (("fp32", "o"), ("fp16", "s"), ("bf16", "D"), ("int8", "^")):
+        pts = [p for p in ok if p["precision"] == prec]
+        if pts:
+            ax.scatter([p["latency_ms"] for p in pts], [p["ap"]["AP"] for p in pts], s=28, marker=mk,
+                       label=f"measured {prec}", edgecolors="k", linewidths=0.4)
+    f = man["front"]
+    if f:
+        ax.step([p["latency_ms"] for p in f], [p["ap"]["AP"] for p in f], where="post", c="crimson", lw=1.5,
+                label="front (measured, AP of the artifact)")
+    b = man["objectives"]["budget_ms"]
+    if b:
+        ax.axvline(b, ls="--", c="k", lw=1, label=f"budget {b:g} ms")
+    ax.set_xlabel(f"latency {pct} on {man['target']['name']}")
+    ax.set_ylabel("AP")
+    ax.set_title(f"edgedet search: {man['checkpoint']['supernet']} on {man['target']['name']}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    plt.close(fig)
+
+
+def write_html(man: dict, path: Path) -> None:
+    e = html.escape
+    rows = "".join(
+        f"<tr><td>{e(p['id'])}</td><td>{p['latency_ms']:.2f}</td><td>{p['ap']['AP']:.3f}</td>"
+        f"<td>{p['ap']['AP50']:.3f}</td><td>{p['gflops']}</td><td>{e(p['artifact']['dir'])}</td></tr>"
+        for p in man["front"])
+    s = man["search"]
+    text = f"""<!doctype html><html><head><meta charset="utf-8"><title>edgedet search {e(man['target']['name'])}</title>
+<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}td,th{{padding:2px 8px;text-align:right}}
+table{{border-collapse:collapse}}tr:nth-child(even){{background:#f4f4f4}}</style></head><body>
+<h1>edgedet search: {e(man['checkpoint']['supernet'])} on {e(man['target']['name'])}</h1>
+<p>{s['candidates']} candidates, {s['measured']} measured ({100 * s['measured'] / max(s['candidates'], 1):.1f}%),
+{s['rounds']} rounds, stopped: {e(s['stopped'])}, {s['wall_s']:.0f} s. Device: {e(str(man['device'].get('cpu', '')))},
+{e(man['software']['runtime']['name'])} {e(str(man['software']['runtime']['version']))}.
+Latency: {e(man['objectives']['latency'])}, budget {man['objectives']['budget_ms']} ms; AP on {man['dataset']['images']}
+images of {e(man['dataset']['path'])}.</p>
+<img src="pareto.png" alt="Pareto plot">
+<h2>Front (measured; AP from each compiled artifact)</h2>
+<table><tr><th>point</th><th>latency ms</th><th>AP</th><th>AP50</th><th>GFLOPs</th><th>artifact</th></tr>{rows}</table>
+<p>Full data: <a href="manifest.json">manifest.json</a>.</p></body></html>
+"""
+    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 def _noisy(p: MeasuredPoint) -> bool:

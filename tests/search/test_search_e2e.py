@@ -83,7 +83,7 @@ def test_search_writes_a_valid_manifest_with_a_measured_front(setup):
     assert first == man["search"]["history"][0] and first["measurements"] == m.search["measured"] > 0
     assert second["resumed"] and second["measurements"] == 0 and second["rounds"] >= 1 and first["rounds"] >= 1
     assert again["search"]["wall_s_all_runs"] == pytest.approx(first["wall_s"] + second["wall_s"], abs=0.2)
-    assert "Runs of this search" in (out / "report.html").read_text()
+    assert second["start"] >= first["end"]
 
 
 @pytest.mark.slow
