@@ -47,7 +47,9 @@ def main() -> None:
     from edgedet.search import search
     from edgedet.search.pareto import front, hypervolume
     from edgedet.search.predictor import LatencyPredictor
-    from edgedet.search.run import Ctx, _fingerprint, measure
+    from edgedet.search.claims import Claims
+    from edgedet.search.measure import DeviceMeasurer
+    from edgedet.search.run import fingerprint
     from edgedet.search.space import candidates, features
     from edgedet.search.store import Store, sqlite_url
 
@@ -73,7 +75,7 @@ def main() -> None:
     n = man["search"]["candidates"]
     print(f"search: {man['search']['measured']}/{n} measured, {len(man['front'])} front points, {t_search:.0f} s")
 
-    # exhaustive: the same measurement function, its own store, every candidate
+    # exhaustive: the same measurer as the search's, its own store, every candidate
     from edgedet.config import load_target
     from edgedet.data.coco import CocoDetection
     from edgedet.data.demo import demo_data
@@ -88,22 +90,20 @@ def main() -> None:
     chk = devices[0].check(t)
     rt = chk["runtimes"][t.backend]
     store = Store(sqlite_url(out / "exhaustive.db"))
-    ctx = Ctx(net=net, target=t, target_path=target, dataset=ds, store=store, fp=_fingerprint(t, chk["info"], rt),
-              runtime_version=rt, acc_key="exhaustive", out=out / "exhaustive", say=lambda m: None, progress=None,
-              devices=devices)
-    done = {f"{m['subnet']}@{m['precision']}" for m in store.measurements(ctx.fp, rt)}
+    measurer = DeviceMeasurer(net, t, target, ds, store, fingerprint(t, chk["info"], rt), rt,
+                              out / "exhaustive" / "work", devices, Claims(store, "exhaustive"), say=lambda m: None)
+    done = set(measurer.measured())
     todo = [c for c in cands if c.id not in done]
     random.Random(0).shuffle(todo)  # a partial exhaustive run is a uniform sample of the space
     t1 = time.time()
     if not args.skip_exhaustive:
         for i in range(0, len(todo), 8):
-            measure(ctx, todo[i:i + 8])
+            measurer.measure(todo[i:i + 8])
             k = len(done) + min(i + 8, len(todo))
             el = time.time() - t1
             print(f"exhaustive: {k}/{len(cands)} measured, {el / 60:.1f} min "
                   f"(~{el / max(k - len(done), 1) * (len(cands) - k) / 60:.0f} min left)", flush=True)
-    ex = {f"{m['subnet']}@{m['precision']}": m for m in store.measurements(ctx.fp, rt)
-          if m["status"] == "ok" and m["ap"]}  # scored rows (a killed batch leaves some pending)
+    ex = {k: m for k, m in measurer.measured().items() if m.ok and m.ap}  # scored (a killed batch leaves pending)
     complete = len(ex) >= len(cands)
     if not complete:
         print(f"EXHAUSTIVE INCOMPLETE ({len(ex)}/{len(cands)}, a uniform sample): the hypervolume ratio below is "
@@ -111,14 +111,14 @@ def main() -> None:
     if not ex:
         return
     # hypervolume: the search's front (its own measurements) vs the exhaustive front, same reference
-    ex_pts = [(m["ap"]["AP"], m["latency_ms"]) for m in ex.values()]
+    ex_pts = [(m.ap["AP"], m.latency_ms) for m in ex.values()]
     ref = max(p[1] for p in ex_pts) * 1.0001
     hv_ex = hypervolume([ex_pts[i] for i in front(ex_pts)], ref)
     s_pts = [(p["ap"]["AP"], p["latency_ms"]) for p in man["front"]]
     hv_s = hypervolume(s_pts, ref)
     # the same front re-scored with the exhaustive run's measurements of the same candidates (removes the noise
     # between the two measurements of one candidate)
-    s_ex = [(ex[p["id"]]["ap"]["AP"], ex[p["id"]]["latency_ms"]) for p in man["front"] if p["id"] in ex]
+    s_ex = [(ex[p["id"]].ap["AP"], ex[p["id"]].latency_ms) for p in man["front"] if p["id"] in ex]
     hv_s_ex = hypervolume(s_ex, ref)
     # predictor on held-out subnets: fitted on the search's measurements
     smeas = [p for p in man["points"] if p["status"] == "ok"]
@@ -131,21 +131,21 @@ def main() -> None:
     pred = LatencyPredictor().fit(feats, lat)
     sids = {p["id"] for p in smeas}
     held = [(k, m) for k, m in ex.items() if k not in sids]
-    rel = np.array([abs(pred.predict(features(net.cfg, SubnetConfig.parse(m["subnet"])), m["precision"])
-                        - m["latency_ms"]) / m["latency_ms"] for k, m in held])
-    per_prec = {pr: float(np.mean([r <= 0.10 for (k, m), r in zip(held, rel) if m["precision"] == pr]))
+    rel = np.array([abs(pred.predict(features(net.cfg, SubnetConfig.parse(m.subnet)), m.precision)
+                        - m.latency_ms) / m.latency_ms for k, m in held])
+    per_prec = {pr: float(np.mean([r <= 0.10 for (k, m), r in zip(held, rel) if m.precision == pr]))
                 for pr in t.precisions}
     # noise floor: the same candidates measured twice (search run vs exhaustive run)
-    twice = [abs(p["latency_ms"] - ex[p["id"]]["latency_ms"]) / ex[p["id"]]["latency_ms"] for p in smeas
+    twice = [abs(p["latency_ms"] - ex[p["id"]].latency_ms) / ex[p["id"]].latency_ms for p in smeas
              if p["id"] in ex]
     # ceiling: the same model fitted on every exhaustive measurement, scored on them (in-sample), at the target's
     # percentile and at p50 (less noisy): how far the measurements themselves follow the cost terms
     ceiling = {}
-    for stat in (f"p{ctx.target.latency.percentile}", "p50"):
+    for stat in (f"p{t.latency.percentile}", "p50"):
         fx, ly = {}, {}
         for m in ex.values():
-            fx.setdefault(m["precision"], []).append(features(net.cfg, SubnetConfig.parse(m["subnet"])))
-            ly.setdefault(m["precision"], []).append(m["record"][f"{stat}_ms"])
+            fx.setdefault(m.precision, []).append(features(net.cfg, SubnetConfig.parse(m.subnet)))
+            ly.setdefault(m.precision, []).append(m.record[f"{stat}_ms"])
         hits = []
         for pr_ in fx:
             full = LatencyPredictor().fit({pr_: fx[pr_]}, {pr_: ly[pr_]})
@@ -177,61 +177,54 @@ def main() -> None:
               f"(median); {res['remeasure_within_10pct']:.0%} within 10%")
     print(f"fronts: search {len(res['front_search'])} points, exhaustive {len(res['front_exhaustive'])}")
     if complete and args.replay:
-        rep = replay(ctx, load_space(space, net.cfg), cands, man["search"]["max_measurements"], ex, ex_pts, ref, hv_ex,
+        rep = replay(net.cfg, t, load_space(space, net.cfg), cands, man["search"]["max_measurements"], ex, ref, hv_ex,
                      args.replay, acc=Store(sqlite_url(out / "search" / "search.db")))
         res["replay"] = rep
         (out / "result.json").write_text(json.dumps(res, indent=1))
 
 
-def replay(ctx, sp, cands, budget, ex, ex_pts, ref, hv_ex, k, acc) -> dict:
+class ReplayMeasurer:
+    """The explorer's Measurer over the exhaustive store: a candidate 'measured' is its stored measurement."""
+
+    def __init__(self, ex: dict):
+        self.ex, self.rows = ex, {}
+
+    def measured(self) -> dict:
+        return dict(self.rows)
+
+    def measure(self, cands) -> dict:
+        self.rows.update({c.id: self.ex[c.id] for c in cands})
+        return {c.id: self.rows[c.id] for c in cands}
+
+
+def replay(cfg, target, sp, cands, budget, ex, ref, hv_ex, k, acc) -> dict:
     """The search algorithm run k times (seeds 0..k-1) with every measurement taken from the exhaustive store
     instead of the device: what the search finds over the same measurements, free of the noise between two runs
     of one candidate, and how much its result depends on the seed."""
-    import tempfile
-
-    import edgedet.search.run as run
     from edgedet.config import SubnetConfig
+    from edgedet.search.explore import Explorer
     from edgedet.search.pareto import front, hypervolume
     from edgedet.search.space import features
-    from edgedet.search.store import Store, sqlite_url
 
-    key = _acc_key(acc)
-    tap = acc.accuracy(key)
-    budget_ms = ctx.target.latency.budget_ms
-
-    def replay_measure(c, todo):
-        for cand in todo:
-            m = ex[cand.id]
-            c.store.put_measurement(c.fp, m["subnet"], m["precision"], c.runtime_version, "ok",
-                                    latency_ms=m["latency_ms"], ap=m["ap"], ap_source="artifact", device="replay")
-
-    real, hv, pred, meas, measured_ids = run.measure, [], [], [], []
-    run.measure = replay_measure
-    try:
-        for seed in range(k):
-            with tempfile.TemporaryDirectory() as tmp:
-                store = Store(sqlite_url(Path(tmp) / "replay.db"))
-                store.put_accuracy(key, tap)
-                c = run.Ctx(net=ctx.net, target=ctx.target, target_path=ctx.target_path, dataset=None, store=store,
-                            fp=ctx.fp, runtime_version=ctx.runtime_version, acc_key=key, out=Path(tmp),
-                            say=lambda m: None, progress=None)
-                c.space_subnets = list({x.subnet.id: x.subnet for x in cands}.values())
-                run.explore(c, sp, cands, budget, seed=seed)
-                got = {f"{m['subnet']}@{m['precision']}": m for m in store.measurements(c.fp, c.runtime_version)}
-                ok = [ex[i] for i in got if not budget_ms or ex[i]["latency_ms"] <= budget_ms]
-                pts = [(m["ap"]["AP"], m["latency_ms"]) for m in ok]
-                hv.append(hypervolume([pts[i] for i in front(pts)], ref) / hv_ex)
-                meas.append(len(got))
-                measured_ids.append(sorted(got))
-                held = [m for i, m in ex.items() if i not in got]
-                rel = [abs(c.predictor.predict(features(ctx.net.cfg, SubnetConfig.parse(m["subnet"])),
-                                               m["precision"]) - m["latency_ms"]) / m["latency_ms"] for m in held]
-                pred.append(float(np.mean(np.asarray(rel) <= 0.10)))
-                store.close()
-                print(f"replay seed {seed}: measured {len(got)}, hypervolume ratio {hv[-1]:.3f}, predictor "
-                      f"{pred[-1]:.1%} within 10%", flush=True)
-    finally:
-        run.measure = real
+    tap = acc.accuracy(_acc_key(acc))
+    budget_ms = target.latency.budget_ms
+    hv, pred, meas, measured_ids = [], [], [], []
+    for seed in range(k):
+        m = ReplayMeasurer(ex)
+        found = Explorer(cfg, target, m, lambda subs: {s.id: tap[s.id] for s in subs}, say=lambda s: None).run(
+            sp, cands, budget, seed=seed)
+        got = m.measured()
+        ok = [r for r in got.values() if not budget_ms or r.latency_ms <= budget_ms]
+        pts = [(r.ap["AP"], r.latency_ms) for r in ok]
+        hv.append(hypervolume([pts[i] for i in front(pts)], ref) / hv_ex)
+        meas.append(len(got))
+        measured_ids.append(sorted(got))
+        held = [r for i, r in ex.items() if i not in got]
+        rel = [abs(found.predictor.predict(features(cfg, SubnetConfig.parse(r.subnet)), r.precision)
+                   - r.latency_ms) / r.latency_ms for r in held]
+        pred.append(float(np.mean(np.asarray(rel) <= 0.10)))
+        print(f"replay seed {seed}: measured {len(got)}, hypervolume ratio {hv[-1]:.3f}, predictor "
+              f"{pred[-1]:.1%} within 10%", flush=True)
     out = {"seeds": k, "hv_ratio_median": float(np.median(hv)), "hv_ratio_min": float(np.min(hv)),
            "hv_ratio_max": float(np.max(hv)), "measured_median": float(np.median(meas)),
            "predictor_within_10pct_median": float(np.median(pred)), "predictor_within_10pct_min": float(np.min(pred)),

@@ -372,34 +372,46 @@ def search(target: str = TargetOpt,
                                                "measures AP (default: the demo's synthetic val set)."),
            space: Optional[Path] = typer.Option(None, "--space", help="Search space YAML (default: the space the "
                                                 "supernet was trained for)."),
-           max_measurements: Optional[int] = typer.Option(None, "--max-measurements", min=1, help="Latency "
+           max_measurements: Optional[int] = typer.Option(None, "--max-measurements", help="Latency "
                                                           "measurement budget (default: 5% of the candidates, >= 10)."),
            resume: bool = typer.Option(False, "--resume", help="Continue the search in OUTPUT; nothing completed "
                                        "is measured again."),
            storage: Optional[str] = typer.Option(None, "--storage", help="SQLAlchemy URL of the study + store "
                                                  "(default: sqlite OUTPUT/search.db); share it between machines."),
-           val_images: Optional[int] = typer.Option(None, "--val-images", min=1, help="AP on the first N val "
+           val_images: Optional[int] = typer.Option(None, "--val-images", help="AP on the first N val "
                                                     "images only (faster, noisier)."),
-           generations: int = typer.Option(6, "--generations", min=1, help="NSGA-II generations per round."),
-           population: int = typer.Option(24, "--population", min=2, help="NSGA-II population."),
+           generations: int = typer.Option(6, "--generations", help="NSGA-II generations per round."),
+           population: int = typer.Option(24, "--population", help="NSGA-II population."),
            seed: int = typer.Option(0, "--seed", help="Seed of NSGA-II and of the initial design's tie-breaks."),
            runtime: list[str] = typer.Option(["python", "cpp"], "--runtime", help="Runtimes written for front "
                                              "points (python, cpp; repeatable or comma list)."),
+           worker: bool = typer.Option(False, "--worker", help="Only measure candidates that searches sharing "
+                                       "--storage queued for this target (same checkpoint, data and --val-images); "
+                                       "stops when they have ended."),
            verbose: bool = VerboseOpt):
     """Hardware-in-the-loop search: AP x measured latency on the target, Pareto front compiled with its runtime."""
     from rich.console import Console
 
-    from .search import search as run_search
-    from .search.report import front_table
-
     with quiet_runtimes(verbose) as (out, _):
         con = Console(width=140, file=out)
+        say = lambda m: con.print(m, highlight=False, markup=False)  # noqa: E731
+        if worker:
+            from .search.run import serve
+
+            serve(target, storage, checkpoint=checkpoint, data=data, out=output, val_images=val_images, say=say)
+            return
+        from .search import search as run_search
+        from .search.report import front_table, history_line
+
         man = run_search(target, checkpoint=checkpoint, data=data, space=space, out=output,
                          max_measurements=max_measurements, resume=resume, storage=storage, val_images=val_images,
-                         generations=generations, population=population, seed=seed, runtime=tuple(runtime),
-                         say=lambda m: con.print(m, highlight=False, markup=False))
+                         generations=generations, population=population, seed=seed, runtime=tuple(runtime), say=say)
     con = Console(width=140)
+    say = lambda m: con.print(m, highlight=False, markup=False)  # noqa: E731
     con.print(front_table(man))
+    say(history_line(man))
+    for w in man["search"]["warnings"]:
+        typer.echo(f"warning: {w}", err=True)
     con.print(f"wrote {output}/manifest.json, pareto.png, report.html")
 
 

@@ -304,14 +304,25 @@ def preset(name: str) -> SupernetConfig:
     return PRESETS[name]
 
 
+_KnobValues = Field(min_length=1, max_length=64)
+MAX_SPACE = 100_000  # combinations of a search space at most (enumerated before anything else)
+
+
 class SearchSpace(_Strict):
     """Values of each knob (search/*.yaml). Combinations that do not fit the supernet are skipped."""
 
-    patch: list[int]
-    resolution: list[int]
-    windows: list[int]
-    dec_layers: list[int]
-    queries: list[int]
+    patch: list[Annotated[int, Field(gt=0, le=4096)]] = _KnobValues
+    resolution: list[Annotated[int, Field(gt=0, le=16384)]] = _KnobValues
+    windows: list[Annotated[int, Field(gt=0, le=1024)]] = _KnobValues
+    dec_layers: list[Annotated[int, Field(ge=0, le=1024)]] = _KnobValues
+    queries: list[Annotated[int, Field(gt=0, le=100_000)]] = _KnobValues
+
+    @model_validator(mode="after")
+    def _size(self) -> "SearchSpace":
+        n = len(self.patch) * len(self.resolution) * len(self.windows) * len(self.dec_layers) * len(self.queries)
+        if n > MAX_SPACE:
+            raise ValueError(f"{n} combinations of knob values (at most {MAX_SPACE})")
+        return self
 
     def subnets(self, cfg: SupernetConfig) -> list[SubnetConfig]:
         """Every valid combination, in a fixed order."""
@@ -404,6 +415,11 @@ class BenchmarkSettings(_Strict):
     cooldown_ms: float = Field(0.0, ge=0)
     batch: int = Field(1, gt=0)
     noise_threshold: float = Field(0.15, gt=0)  # flag when (p90 - p10) / p50 exceeds this
+    # a noisy measurement (spread, throttling, or other processes busier than max_other_cores during the runs) is
+    # measured again after repeat_cooldown_s, up to repeat_noisy more times, until one is stable
+    max_other_cores: float = Field(0.5, gt=0)
+    repeat_noisy: int = Field(2, ge=0, le=10)
+    repeat_cooldown_s: float = Field(2.0, ge=0, le=600)
 
 
 class TargetSpec(_Strict):

@@ -1,71 +1,42 @@
 """`edgedet search`: AP x latency on a target's devices, predict then verify, compiled Pareto front.
 
-1. candidates = subnets of the space x the target's precisions; AP of subnets from the shared evaluator (cached in
-   the store, torch fp32); latency from measurements (store) or the predictor.
-2. initial design: subnets spread over FLOPs at the best-covered precision, smallest/largest at the others.
-3. rounds: fit the predictor; NSGA-II (Optuna) proposes over the estimates; candidates on or near the estimated
-   front (within the predictor's leave-one-out error) that are not measured yet are compiled and measured, with
-   the AP of each compiled artifact; until no unmeasured candidate is near the front or the budget is spent.
-4. the front of the measured points (under the latency budget) is kept: artifacts, runtime modules, manifest.json,
-   pareto.png, report.html.
+1. everything is validated first (target, checkpoint, space, dataset, store, devices); the output folder is created
+   only then, so a failed start leaves nothing behind.
+2. candidates = subnets of the space x the target's precisions; AP of subnets from the shared evaluator (cached in
+   the store, torch fp32); latency from measurements (store) or the predictor; search/explore.py chooses what to
+   measure, search/measure.py measures it on the target's devices.
+3. the front of the measured points (under the latency budget) is kept: artifacts, runtime modules, manifest.json,
+   pareto.png, report.html (search/report.py).
+
+Several searches (on one machine or many) and workers (`serve`: `edgedet search --worker`) may share one store
+(`--storage`): each candidate, AP group and round of proposals is claimed by one of them (search/claims.py), and as
+the explorer makes the same choices from the same store, every search of the same settings ends with the same
+measurements and the same front.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import math
-import random
+import os
+import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
-from ..backends.base import Artifact, Unsupported, sha256
-from ..config import SubnetConfig, TargetSpec, load_space, load_target, resolve_target
-from ..errors import ConfigError, EdgedetError
-from .pareto import dominates, front, hypervolume
-from .space import Candidate, candidates, features
-from .store import Store, sqlite_url
+from ..backends.base import sha256
+from ..config import SearchSpace, TargetSpec, load_space, load_target, resolve_target
+from ..errors import ConfigError
+from .claims import Claims, run_claimed
+from .explore import Explorer
+from .measure import CAND, SEARCH, DeviceMeasurer, TorchAP, shared_propose
+from .space import Candidate, candidates
+from .store import Store, parse_url, sqlite_url
 
 Say = Callable[[str], None]
-
-
-class SearchStopped(EdgedetError):
-    """The search could not go on (every device lost); what completed is in the store: --resume continues."""
-
-
-@dataclass
-class Estimate:
-    cand: Candidate
-    ap: float  # AP (0.5:0.95) estimate: artifact AP when measured, else torch AP minus the precision's drop
-    latency_ms: float
-    measured: bool
-    ap_hi: float | None = None  # optimistic AP of an unmeasured candidate (AP + the precision's spread of drops)
-
-    @property
-    def ap_opt(self) -> float:
-        return self.ap if self.ap_hi is None else self.ap_hi
-
-
-@dataclass
-class Ctx:
-    net: object
-    target: TargetSpec
-    target_path: Path
-    dataset: object
-    store: Store
-    fp: str
-    runtime_version: str
-    acc_key: str
-    out: Path
-    say: Say
-    progress: Callable | None
-    devices: list = field(default_factory=list)
-    space_subnets: list = field(default_factory=list)
-    predictor: object = None
-    feats: dict = field(default_factory=dict)
+WORKER_WAIT_S = 600.0  # a worker that has seen no search for this long stops
 
 
 def _digest(paths: list[Path]) -> str:
@@ -84,371 +55,246 @@ def _dataset_sha(ds) -> str:
     return _digest(ann + files)
 
 
-def _fingerprint(t: TargetSpec, info: dict, runtime_version: str) -> str:
+def fingerprint(t: TargetSpec, info: dict, runtime_version: str) -> str:
     """Same device kind + runtime + settings -> same fingerprint (host names left out: a pool shares it)."""
     dev = {k: info.get(k) for k in ("cpu", "cores", "machine", "memory_gb", "gpu", "power_mode")}
-    key = {"backend": t.backend, "runtime": t.runtime.model_dump(), "benchmark": t.benchmark.model_dump(),
+    bench = t.benchmark.model_dump(exclude={"max_other_cores", "repeat_noisy", "repeat_cooldown_s"})  # noise handling
+    key = {"backend": t.backend, "runtime": t.runtime.model_dump(), "benchmark": bench,
            "device": dev, "runtime_version": runtime_version}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 
 
-# ------------------------------------------------------------------------------------------------- accuracy
-def torch_ap(ctx: Ctx, subnets: list[SubnetConfig]) -> dict[str, dict]:
-    """AP metrics of subnets (fp32 torch), from the store or the shared evaluator (new ones evaluated together)."""
-    from ..evaluate import evaluate_subnets
-
-    have = ctx.store.accuracy(ctx.acc_key)
-    todo = {s.id: s for s in subnets if s.id not in have}
-    # a (patch, resolution, windows) group costs one backbone pass whatever its depths and query counts, so the
-    # whole group of the space is evaluated the first time any of it is asked for
-    groups = {(s.patch, s.resolution, s.windows) for s in todo.values()}
-    todo.update({s.id: s for s in ctx.space_subnets if (s.patch, s.resolution, s.windows) in groups
-                 and s.id not in have})
-    todo = list(todo.values())
-    if todo:
-        t0 = time.perf_counter()
-        res = evaluate_subnets(ctx.net, todo, ctx.dataset, progress=ctx.progress and ctx.progress("AP", todo))
-        ctx.store.put_accuracy(ctx.acc_key, res)
-        ctx.say(f"AP of {len(todo)} subnets on {len(ctx.dataset)} images in {time.perf_counter() - t0:.0f} s")
-        have.update(res)
-    return {s.id: have[s.id] for s in subnets}
+def _space_key(sp: SearchSpace, t: TargetSpec) -> str:
+    return hashlib.sha256(json.dumps([sp.model_dump(), t.precisions], sort_keys=True).encode()).hexdigest()[:8]
 
 
-# ------------------------------------------------------------------------------------------------- latency
-def _measured(ctx: Ctx) -> dict[str, dict]:
-    return {f"{m['subnet']}@{m['precision']}": m for m in ctx.store.measurements(ctx.fp, ctx.runtime_version)}
+@dataclass
+class Inputs:
+    target: TargetSpec
+    target_path: Path
+    checkpoint: Path
+    net: object
+    data_root: Path
+    dataset: object
 
 
-def measure(ctx: Ctx, cands: list[Candidate]) -> None:
-    """Compile each candidate (here, one at a time), measure it on the target's devices (in parallel over a pool),
-    take the AP of the compiled artifact, and store every result as it completes."""
-    from ..backends import get_backend
-    from ..deploy import compile_subnet
-    from ..devices import DeviceError, DevicePool
+@dataclass
+class Setup:
+    """The validated inputs of a search or a worker, with the store and the devices open."""
 
-    done = _measured(ctx)
-    cands = [c for c in cands if c.id not in done]
-    arts: dict[str, Artifact] = {}
-    for i, c in enumerate(cands):
-        ctx.say(f"compile {c.id} ({i + 1}/{len(cands)})")
-        t0 = time.perf_counter()
+    inputs: Inputs
+    checkpoint_sha: str
+    dataset_sha: str
+    store: Store
+    devices: list
+    device_info: dict
+    runtime_version: str
+    fp: str
+    acc_key: str
+
+    @property
+    def scope(self) -> str:
+        """The claims of every process measuring the same target, runtime, checkpoint and dataset."""
+        return hashlib.sha256(f"{self.fp}:{self.runtime_version}:{self.acc_key}".encode()).hexdigest()[:32]
+
+    def measurer(self, work: Path, claims: Claims, say: Say) -> DeviceMeasurer:
+        i = self.inputs
+        return DeviceMeasurer(i.net, i.target, i.target_path, i.dataset, self.store, self.fp, self.runtime_version,
+                              work, self.devices, claims, say)
+
+    def close(self) -> None:
+        for d in self.devices:
+            d.close()
+        self.store.close()
+
+
+def _inputs(target, checkpoint, data, val_images) -> Inputs:
+    """Target, supernet and dataset, loaded and checked (EdgedetError otherwise); nothing is created."""
+    from ..api import load_supernet
+    from ..data.coco import CocoDetection
+    from ..data.demo import demo_checkpoint, demo_data
+    from ..evaluate import Subset
+
+    tpath = resolve_target(target)
+    t = load_target(tpath)
+    ck = Path(checkpoint) if checkpoint else demo_checkpoint()
+    net = load_supernet(ck)
+    root = Path(data) if data else demo_data()
+    ds = CocoDetection(root, "valid", labels=net.cfg)  # the model's labels mapped onto the categories
+    if val_images:
+        ds = Subset(ds, range(min(val_images, len(ds))))
+    return Inputs(t, tpath, ck, net, root, ds)
+
+
+def _open(i: Inputs, storage: str | None, default_db: Path | None,
+          before_store: Callable[[], None] = lambda: None) -> Setup:
+    """Open the target's devices and check the first, then the store (`storage`, else the SQLite file
+    `default_db`, created after before_store() ran). Raises EdgedetError; nothing is left open then."""
+    from ..devices import open_devices
+
+    t = i.target
+    url = storage if storage is not None else sqlite_url(default_db.resolve())
+    parse_url(url)
+    devices = open_devices(t)
+    store = None
+    try:
+        chk = devices[0].check(t)
+        rt = chk.get("runtime_version") or chk["runtimes"].get(t.backend, "")  # "1.31.1", or why it is missing
+        if not chk.get("backend_ok"):
+            raise ConfigError(f"{i.target_path}: backend {t.backend} cannot run on {devices[0].name}: {rt}")
+        if storage is None and not default_db.exists():
+            before_store()
+        store = Store(url)
+        store.optuna_storage()
+        ck_sha, ds_sha = sha256(i.checkpoint), _dataset_sha(i.dataset)
+        return Setup(inputs=i, checkpoint_sha=ck_sha, dataset_sha=ds_sha, store=store, devices=devices,
+                     device_info=chk["info"], runtime_version=rt, fp=fingerprint(t, chk["info"], rt),
+                     acc_key=hashlib.sha256(f"{ck_sha}:{ds_sha}:{len(i.dataset)}".encode()).hexdigest()[:32])
+    except BaseException:
+        for d in devices:
+            d.close()
+        if store is not None:
+            store.close()
+        raise
+
+
+def _check_settings(**values: tuple[int | None, int]) -> None:
+    """name=(value, minimum): each value None or an integer >= its minimum (ConfigError naming the option)."""
+    for name, (v, lo) in values.items():
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < lo):
+            raise ConfigError(f"--{name.replace('_', '-')} {v!r}: must be an integer >= {lo}")
+
+
+class _FolderLock:
+    """OUT/.search.lock held (flock) for the run: two searches never write one output folder."""
+
+    def __init__(self, out: Path):
+        self.out, self.fd = out, None
+
+    def __enter__(self):
+        self.fd = os.open(self.out / ".search.lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         try:
-            arts[c.id] = compile_subnet(ctx.net, c.subnet, ctx.target_path, c.precision,
-                                        ctx.out / "work" / c.id, runtime=())
-        except Unsupported as e:
-            ctx.store.put_measurement(ctx.fp, c.subnet.id, c.precision, ctx.runtime_version, str(e))
-            ctx.say(f"  {c.id}: {e}")
-        except (RuntimeError, ValueError) as e:  # a runtime's own failure: recorded, the search goes on
-            msg = f"error: compile failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
-            ctx.store.put_measurement(ctx.fp, c.subnet.id, c.precision, ctx.runtime_version, msg)
-            ctx.say(f"  {c.id}: {msg}")
-        else:
-            arts[c.id].metadata["compile_wall_s"] = round(time.perf_counter() - t0, 2)
-    if not arts:
-        return
-    by_id = {c.id: c for c in cands}
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            raise ConfigError(f"{self.out}: another search is running in this folder (give each search its own "
+                              "-o; they share work through --storage)") from None
+        return self
 
-    def job(dev, cid):
-        art = dev.prepare(arts[cid], ctx.target)
-        return dev.measure(art, ctx.target)
-
-    pct = ctx.target.latency.percentile
-    backend = get_backend(ctx.target.backend)
-    local_ok = backend.caps.runs_on_host and backend.available() is None
-    lost, pool = None, DevicePool(ctx.devices)
-    for cid, res, dev in pool.run(list(arts), job):
-        c, art = by_id[cid], arts[cid]
-        if isinstance(res, DeviceError):
-            lost = res  # not stored: measured again on resume
-            ctx.say(f"  {cid}: device {dev} lost ({res})")
-            continue
-        if isinstance(res, Unsupported):
-            ctx.store.put_measurement(ctx.fp, c.subnet.id, c.precision, ctx.runtime_version, str(res), device=dev)
-            ctx.say(f"  {cid}: {res}")
-            continue
-        if isinstance(res, BaseException):
-            msg = f"error: {type(res).__name__}: {str(res).splitlines()[0] if str(res) else ''}"
-            ctx.store.put_measurement(ctx.fp, c.subnet.id, c.precision, ctx.runtime_version, msg, device=dev)
-            ctx.say(f"  {cid}: {msg}")
-            continue
-        # latency first (nothing else runs on this machine while a local device measures); AP after the pool
-        ctx.store.put_measurement(ctx.fp, c.subnet.id, c.precision, ctx.runtime_version, "ok",
-                                  latency_ms=res.percentile(pct), record=res.to_dict(),
-                                  ap_source=PENDING if local_ok else "torch", device=dev,
-                                  compile_s=art.metadata.get("compile_wall_s"))
-        ctx.say(f"  {cid}: p{pct} {res.percentile(pct):.2f} ms [{dev}]")
-    fill_artifact_ap(ctx)
-    if lost is not None and len(pool.dead) == len(ctx.devices):
-        raise SearchStopped(f"every device of target {ctx.target.name} was lost ({lost}); completed measurements "
-                            f"are kept in {ctx.store.url}: run the same command with --resume")
+    def __exit__(self, *exc):
+        os.close(self.fd)
 
 
-MAX_BATCH = 4  # measurements per round at most (fewer: more rounds, each refitting on the last's results)
-PENDING = "pending"  # ap_source of a measured row whose artifact AP is not taken yet
-
-
-def fill_artifact_ap(ctx: Ctx) -> None:
-    """AP of the compiled artifact for every measured row still pending (after a kill, the artifact is compiled
-    again when its work folder is gone: compiling is deterministic, and the latency is not measured again)."""
-    from ..backends import get_backend
-    from ..deploy import compile_subnet, runtime_options
-    from ..evaluate import evaluate_runner
-
-    for key, m in _measured(ctx).items():
-        if m["status"] != "ok" or m["ap_source"] != PENDING:
-            continue
-        work = ctx.out / "work" / key
-        art = Artifact.open(work) if (work / "artifact.json").is_file() else None
-        if art is None or art.verify():
-            art = compile_subnet(ctx.net, m["subnet"], ctx.target_path, m["precision"], work, runtime=())
-        runner = get_backend(art.backend).load(art, runtime_options(ctx.target))
-        ap = evaluate_runner(runner.infer, art.resolution, ctx.dataset, batch_size=1)
-        ctx.store.set_ap(ctx.fp, m["subnet"], m["precision"], ctx.runtime_version, ap, "artifact")
-        ctx.say(f"  {key}: AP {ap['AP']:.3f} (from the artifact)")
-
-
-# ------------------------------------------------------------------------------------------------- estimates
-def fit_predictor(ctx: Ctx):
-    from .predictor import LatencyPredictor
-
-    feats, lat = {}, {}
-    for m in _measured(ctx).values():
-        if m["status"] == "ok":
-            s = SubnetConfig.parse(m["subnet"])
-            feats.setdefault(m["precision"], []).append(_feat(ctx, s))
-            lat.setdefault(m["precision"], []).append(m["latency_ms"])
-    ctx.predictor = LatencyPredictor().fit(feats, lat) if lat else None
-    return ctx.predictor
-
-
-def _feat(ctx: Ctx, s: SubnetConfig) -> np.ndarray:
-    if s.id not in ctx.feats:
-        ctx.feats[s.id] = features(ctx.net.cfg, s)
-    return ctx.feats[s.id]
-
-
-def ap_drops(ctx: Ctx, measured: dict[str, dict], tap: dict[str, dict]) -> dict[str, tuple[float, float]]:
-    """Per precision over its measured artifacts: the median of (torch AP - artifact AP), and how far 90% of them
-    stay from that median (the AP uncertainty of an unmeasured candidate at that precision; quantisation moves
-    each subnet's AP its own way)."""
-    drops: dict[str, list[float]] = {}
-    for m in measured.values():
-        if m["status"] == "ok" and m["ap"] and m["subnet"] in tap:
-            drops.setdefault(m["precision"], []).append(tap[m["subnet"]]["AP"] - m["ap"]["AP"])
-    out = {}
-    for p, v in drops.items():
-        med = float(np.median(v))
-        out[p] = (med, float(np.quantile(np.abs(np.asarray(v) - med), 0.9)) if len(v) >= 3 else 0.0)
-    return out
-
-
-def estimates(ctx: Ctx, cands: list[Candidate]) -> list[Estimate]:
-    measured = _measured(ctx)
-    tap = torch_ap(ctx, [c.subnet for c in cands])
-    drop = ap_drops(ctx, measured, tap)
-    out = []
-    for c in cands:
-        m = measured.get(c.id)
-        if m is not None and m["status"] != "ok":
-            continue  # unsupported / failed: not a candidate
-        if m is not None:
-            out.append(Estimate(c, (m["ap"] or tap[c.subnet.id])["AP"], m["latency_ms"], True))
-        elif ctx.predictor is not None:
-            med, spread = drop.get(c.precision, (0.0, 0.0))
-            ap = tap[c.subnet.id]["AP"] - med
-            out.append(Estimate(c, ap, ctx.predictor.predict(_feat(ctx, c.subnet), c.precision), False, ap + spread))
-    return out
-
-
-def near_front(ests: list[Estimate], margin: float, budget_ms: float | None) -> list[Estimate]:
-    """Unmeasured estimates that could be on the front if their latency were `margin` lower and their AP at its
-    optimistic value, ordered on-front first, then by AP descending."""
-    pts = [(e.ap, e.latency_ms) for e in ests]
-    on = set(front(pts))
-    out = []
-    for i, e in enumerate(ests):
-        if e.measured:
-            continue
-        opt = (e.ap_opt, e.latency_ms * (1 - margin))
-        if budget_ms and opt[1] > budget_ms:
-            continue
-        if not any(dominates(p, opt) for j, p in enumerate(pts) if j != i):
-            out.append(e)
-    pos = {id(e): i for i, e in enumerate(ests)}
-    return sorted(out, key=lambda e: (pos[id(e)] not in on, -e.ap))
-
-
-def pick(todo: list[Estimate], ests: list[Estimate], k: int, margin: float, ref_ms: float) -> list[Estimate]:
-    """k of the near-front candidates, greedily: each step the one whose optimistic point (latency `margin` lower,
-    AP at its optimistic value) adds the most hypervolume to the front of the measured points and of those picked
-    before it (believed at their estimates); ties by the gain at the estimate itself. Spends a batch where the
-    front can gain most, rather than on high-AP candidates only."""
-    have = [(e.ap, e.latency_ms) for e in ests if e.measured]
-    left, out = list(todo), []
-    while left and len(out) < k:
-        hv0 = hypervolume(have, ref_ms)
-        gain = [(hypervolume(have + [(e.ap_opt, e.latency_ms * (1 - margin))], ref_ms) - hv0,
-                 hypervolume(have + [(e.ap, e.latency_ms)], ref_ms) - hv0) for e in left]
-        i = max(range(len(left)), key=lambda j: gain[j])
-        e = left.pop(i)
-        out.append(e)
-        have.append((e.ap, e.latency_ms))
-    return out
-
-
-def initial_design(cfg, subs: list[SubnetConfig], precisions: list[str], n: int, n_other: int,
-                   seed: int = 0) -> list[Candidate]:
-    """n subnets chosen to pin the latency model's terms (greedy D-optimal over their cost features, starting from
-    the smallest and the largest by FLOPs) at the first precision, and the first n_other of them at each other
-    precision (pairs of the same subnet give its per-term ratios). `seed` breaks FLOPs ties."""
-    from ..model.cost import subnet_cost
-    from .space import d_optimal
-
-    rng = random.Random(seed)
-    order = sorted(subs, key=lambda s: (subnet_cost(cfg, s).flops, rng.random()))
-    idx = d_optimal(np.stack([features(cfg, s) for s in order]), n, first=[0, len(order) - 1])
-    out = [Candidate(order[i], precisions[0]) for i in idx]
-    for p in precisions[1:]:
-        out += [Candidate(order[i], p) for i in idx[:n_other]]
-    return out
-
-
-def explore(ctx: Ctx, sp, cands: list[Candidate], budget: int, generations: int = 6, population: int = 24,
-            seed: int = 0) -> tuple[list[Estimate], int, str]:
-    """Initial design, then rounds of predict-then-verify until the front is stable or `budget` measurements of
-    `cands` are spent. Returns the final estimates of every candidate seen, the number of rounds and why it
-    stopped. Measurements go through the module's `measure` (a benchmark replays stored ones through it)."""
-    from .strategy import run_nsga2
-
-    t, say = ctx.target, ctx.say
-    by_id = {c.id: c for c in cands}
-    subs = list({c.subnet.id: c.subnet for c in cands}.values())
-
-    def spent() -> int:
-        return sum(1 for k in _measured(ctx) if k in by_id)
-
-    n = max(6, min(budget // 3, 8))
-    init = initial_design(ctx.net.cfg, subs, list(t.precisions), n, max(2, min(n // 2, budget // 6)), seed)
-    done = _measured(ctx)  # on --resume: the initial design's measured part is not counted twice
-    measure(ctx, [c for c in init if c.id not in done][:max(0, budget - spent())])
-    seen: dict[str, Candidate] = {c.id: c for c in init}
-    rounds, stop = 0, "budget spent"
-    knobs = {"patch": sp.patch, "resolution": sp.resolution, "windows": sp.windows, "dec_layers": sp.dec_layers,
-             "queries": sp.queries, "precision": list(t.precisions)}
-    while True:
-        fit_predictor(ctx)
-        if ctx.predictor is None:
-            stop = "nothing measurable"
-            break
-
-        def score(params: list[dict]) -> list:
-            cs = [by_id.get(f"p{p['patch']}-r{p['resolution']}-w{p['windows']}-d{p['dec_layers']}"
-                            f"-q{p['queries']}@{p['precision']}") for p in params]
-            valid = [c for c in cs if c is not None]
-            est = {e.cand.id: e for e in estimates(ctx, valid)}
-            for c in valid:
-                seen[c.id] = c
-            return [(est[c.id].ap, est[c.id].latency_ms) if c is not None and c.id in est else None for c in cs]
-
-        ests = estimates(ctx, list(seen.values()))
-        seeds = [_knobs(ests[i].cand) for i in front([(x.ap, x.latency_ms) for x in ests])]
-        run_nsga2(ctx.store.url, f"{ctx.fp}-{ctx.acc_key[:8]}-{_space_key(sp, t)}-round{rounds}", knobs, score,
-                  generations, population, seed + rounds, seeds)
-        rounds += 1
-        ests = estimates(ctx, list(seen.values()))
-        margin = ctx.predictor.margin()
-        todo = near_front(ests, margin, t.latency.budget_ms)
-        left = budget - spent()
-        if not todo:
-            stop = "front stable (no unmeasured candidate near the front)"
-            break
-        if left <= 0:
-            break
-        k = min(left, max(2, min(math.ceil(left / 2), MAX_BATCH)))
-        ref = t.latency.budget_ms or max(e.latency_ms for e in ests) * 1.0001
-        take = pick(todo, ests, k, margin, ref)
-        say(f"round {rounds}: {len(todo)} unmeasured candidates near the front (predictor margin {margin:.0%}); "
-            f"measuring {len(take)}")
-        measure(ctx, [e.cand for e in take])
-        if rounds >= 12:
-            stop = "round limit"
-            break
-    fit_predictor(ctx)
-    return estimates(ctx, list(seen.values())), rounds, stop
-
-
-# ------------------------------------------------------------------------------------------------- main
+# ------------------------------------------------------------------------------------------------- search
 def search(target: str | Path, checkpoint: str | Path | None = None, data: str | Path | None = None,
            space: str | Path | None = None, out: str | Path = "runs/search/run", max_measurements: int | None = None,
            resume: bool = False, storage: str | None = None, val_images: int | None = None,
            generations: int = 6, population: int = 24, seed: int = 0, runtime: tuple[str, ...] = ("python", "cpp"),
            say: Say = print, progress=None) -> dict:
     """Run a search; returns the manifest (also written to OUT/manifest.json). See the module docstring."""
-    from ..api import load_supernet
-    from ..data.coco import CocoDetection
-    from ..data.demo import demo_checkpoint, demo_data
-    from ..devices import open_devices
-    from ..evaluate import Subset
     from ..deploy import check_runtimes
-    from .report import finish
+    from .report import SearchRun, finish
 
-    t0 = time.time()
+    started = time.time()
+    _check_settings(max_measurements=(max_measurements, 1), val_images=(val_images, 1),
+                    generations=(generations, 1), population=(population, 2))
     runtime = check_runtimes(runtime)
-    tpath = resolve_target(target)
-    t = load_target(tpath)
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out}: exists and is not a folder")
     db = out / "search.db"
     if not resume and (db.exists() or (out / "manifest.json").exists()):
         raise ConfigError(f"{out}: a search is already there; pass --resume to continue it, or choose another -o")
-    out.mkdir(parents=True, exist_ok=True)
-    ck = Path(checkpoint) if checkpoint else demo_checkpoint()
-    net = load_supernet(ck)
-    sp = load_space(space, net.cfg)
-    cands = candidates(sp, net.cfg, t)
+    i = _inputs(target, checkpoint, data, val_images)
+    t = i.target
+    sp = load_space(space, i.net.cfg)
+    cands = candidates(sp, i.net.cfg, t)
     if not cands:
         raise ConfigError(f"{space or 'space'}: no subnet fits target {t.name} (max_resolution {t.max_resolution})")
-    root = Path(data) if data else demo_data()
-    ds = CocoDetection(root, "valid", labels=net.cfg)  # the model's labels mapped onto the categories
-    if val_images:
-        ds = Subset(ds, range(min(val_images, len(ds))))
     budget = max_measurements or max(10, math.ceil(0.05 * len(cands)))
-    store = Store(storage or sqlite_url(db.resolve()))
-    devices = open_devices(t)
+    created = not out.exists()
     try:
-        chk = devices[0].check(t)
-        rt = chk.get("runtime_version") or chk["runtimes"].get(t.backend, "")  # "1.31.1", or why it is missing
-        if not chk.get("backend_ok"):
-            raise ConfigError(f"{tpath}: backend {t.backend} cannot run on {devices[0].name}: {rt}")
-        ck_sha, ds_sha = sha256(ck), _dataset_sha(ds)
-        ctx = Ctx(net=net, target=t, target_path=tpath, dataset=ds, store=store,
-                  fp=_fingerprint(t, chk["info"], rt), runtime_version=rt,
-                  acc_key=hashlib.sha256(f"{ck_sha}:{ds_sha}:{len(ds)}".encode()).hexdigest()[:32],
-                  out=out, say=say, progress=progress, devices=devices,
-                  space_subnets=list({c.subnet.id: c.subnet for c in cands}.values()))
-        say(f"search: {len(cands)} candidates ({len(cands) // len(t.precisions)} subnets x {', '.join(t.precisions)})"
-            f" on {t.name} [{devices[0].name}{f' +{len(devices) - 1}' if len(devices) > 1 else ''}, "
-            f"{t.backend} {rt}], budget {budget} measurements, AP on {len(ds)} images")
-        fill_artifact_ap(ctx)  # rows a killed run measured but did not score yet
-        prior = _measured(ctx)
-        if prior:
-            say(f"store: {len(prior)} measurements of this target already done (not repeated)")
-        ests, rounds, stop = explore(ctx, sp, cands, budget, generations, population, seed)
-        meta = dict(ck=ck, ck_sha=ck_sha, ds_root=root, ds_sha=ds_sha, space=sp, cands=cands, budget=budget,
-                    rounds=rounds, stop=stop, info=chk["info"], wall_s=time.time() - t0, generations=generations,
-                    population=population, seed=seed, runtime=runtime)
-        return finish(ctx, ests, meta)
+        s = _open(i, storage, db, before_store=lambda: out.mkdir(parents=True, exist_ok=True))
+    except BaseException:
+        if created:  # validated first, created nothing: leave nothing behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    claims = None
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with _FolderLock(out):
+            claims = Claims(s.store, s.scope)
+            claims.hold(SEARCH + claims.owner)  # workers of this target see a live search
+            measurer = s.measurer(out / "work", claims, say)
+            subnets = list({c.subnet.id: c.subnet for c in cands}.values())
+            tap = TorchAP(i.net, i.dataset, s.store, s.acc_key, subnets, claims, say, progress)
+            explorer = Explorer(i.net.cfg, t, measurer, tap, shared_propose(s.store, claims, say),
+                                f"{s.fp}-{s.acc_key[:8]}-{_space_key(sp, t)}", say)
+            n_dev = len(s.devices)
+            say(f"search: {len(cands)} candidates ({len(cands) // len(t.precisions)} subnets x "
+                f"{', '.join(t.precisions)}) on {t.name} [{s.devices[0].name}{f' +{n_dev - 1}' if n_dev > 1 else ''}"
+                f", {t.backend} {s.runtime_version}], budget {budget} measurements, AP on {len(i.dataset)} images")
+            prior = measurer.measured()
+            measurer.measure([c for c in cands if c.id in prior])  # rows a killed run measured but did not score
+            if prior:
+                say(f"store: {len(prior)} measurements of this target already done (not repeated)")
+            found = explorer.run(sp, cands, budget, generations, population, seed)
+            run = SearchRun(net=i.net, target=t, target_path=i.target_path, fingerprint=s.fp,
+                            runtime_version=s.runtime_version, device=s.device_info, checkpoint=i.checkpoint,
+                            checkpoint_sha=s.checkpoint_sha, dataset_root=i.data_root, dataset_sha=s.dataset_sha,
+                            dataset_images=len(i.dataset), space=sp, candidates=cands, budget=budget,
+                            generations=generations, population=population, seed=seed, runtime=runtime,
+                            store="search.db" if storage is None else s.store.shown, out=out, started=started,
+                            resumed=resume)
+            ids = {c.id for c in cands}
+            measured = {k: m for k, m in measurer.measured().items() if k in ids}
+            return finish(run, found, measured, tap([c.subnet for c in cands if c.id in measured]), say)
     finally:
-        for d in devices:
-            d.close()
-        store.close()
+        if claims is not None:
+            claims.close(done=[SEARCH + claims.owner])  # this search has ended: its workers may stop
+        s.close()
 
 
-def _knobs(c: Candidate) -> dict:
-    s = c.subnet
-    return {"patch": s.patch, "resolution": s.resolution, "windows": s.windows, "dec_layers": s.dec_layers,
-            "queries": s.queries, "precision": c.precision}
-
-
-def _space_key(sp, t: TargetSpec) -> str:
-    return hashlib.sha256(json.dumps([sp.model_dump(), t.precisions], sort_keys=True).encode()).hexdigest()[:8]
-
+# ------------------------------------------------------------------------------------------------- worker
+def serve(target: str | Path, storage: str | None, checkpoint: str | Path | None = None,
+          data: str | Path | None = None, out: str | Path = "runs/search/worker", val_images: int | None = None,
+          say: Say = print, wait_s: float = WORKER_WAIT_S, poll_s: float = 0.5) -> int:
+    """A worker: measure the candidates that searches sharing `storage` queued for this target (same device kind,
+    runtime, checkpoint, dataset and --val-images as theirs), one claim per device at a time, until the searches it
+    served have ended (or none appeared for `wait_s` seconds). -> how many candidates it measured."""
+    if storage is None:
+        raise ConfigError("--worker needs --storage: the store of the searches it serves")
+    _check_settings(val_images=(val_images, 1))
+    s = _open(_inputs(target, checkpoint, data, val_images), storage, None)
+    work = Path(out) / "work"
+    claims = Claims(s.store, s.scope)
+    measurer = s.measurer(work, claims, say)
+    say(f"worker for target {s.inputs.target.name} [{s.devices[0].name}, {s.inputs.target.backend} "
+        f"{s.runtime_version}] on store {s.store.shown}: waiting for candidates")
+    n, served, idle_since = 0, False, time.time()
+    try:
+        while True:
+            mine = claims.take(None, len(s.devices), prefix=CAND)
+            if mine:
+                cands = {}
+                for item in mine:
+                    try:
+                        cands[item] = Candidate.parse(item[len(CAND):], s.inputs.net.cfg)
+                    except ConfigError as e:  # not a candidate of this supernet (a malformed row): skipped
+                        say(f"  skipped {item!r}: {e}")
+                        claims.finish(item)
+                run_claimed(claims, list(cands), measurer.done, lambda items: measurer.work([cands[k] for k in items]))
+                n += len(cands)
+                idle_since = time.time()
+                continue
+            if claims.alive(SEARCH):
+                served, idle_since = True, time.time()
+            elif served or time.time() - idle_since > wait_s:
+                break
+            time.sleep(poll_s)
+    finally:
+        claims.close()
+        s.close()
+        shutil.rmtree(work, ignore_errors=True)
+    say(f"worker: measured {n} candidates; no search of this target is running")
+    return n

@@ -1,6 +1,6 @@
 """NSGA-II proposals through Optuna (ask/tell in whole generations, so each generation's new subnets are evaluated
-together by the shared evaluator). The study lives in the search's database (SQLite by default, any SQLAlchemy URL
-to share one search between machines); a resumed search continues the study where it stopped."""
+together by the shared evaluator). The study lives in the search's store (an Optuna storage: search/store.py) or in
+memory (storage None); a resumed search continues a stored study where it stopped."""
 from __future__ import annotations
 
 import logging
@@ -9,14 +9,14 @@ from typing import Callable, Sequence
 KNOBS = ("patch", "resolution", "windows", "dec_layers", "queries", "precision")
 
 
-def run_nsga2(storage: str, study_name: str, choices: dict[str, Sequence], score: Callable[[list[dict]], list],
+def run_nsga2(storage, study_name: str, choices: dict[str, Sequence], score: Callable[[list[dict]], list],
               generations: int, population: int, seed: int, seeds: Sequence[dict] = (),
               progress: Callable[[int, int], None] | None = None) -> list[dict]:
     """Run (or continue) `generations` x `population` NSGA-II trials over categorical knobs `choices`.
 
     score(list of param dicts) -> per dict (ap, latency_ms) or None (invalid: the trial is failed and ignored).
     `seeds` are enqueued first when the study is new (e.g. the measured front of the previous round).
-    Returns the params of every completed trial of the study."""
+    Returns the params of every completed trial of the study, in trial order."""
     import optuna
     from optuna.distributions import CategoricalDistribution
     from optuna.trial import TrialState
@@ -44,4 +44,19 @@ def run_nsga2(storage: str, study_name: str, choices: dict[str, Sequence], score
             break
         if progress:
             progress(done, total)
-    return [t.params for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    return completed(study)
+
+
+def completed(study) -> list[dict]:
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return [t.params for t in sorted(trials, key=lambda t: t.number)]
+
+
+def completed_params(storage, study_name: str) -> list[dict]:
+    """The params of every completed trial of a stored study (run by another process), in trial order."""
+    import optuna
+
+    optuna.logging.set_verbosity(logging.WARNING)
+    return completed(optuna.load_study(study_name=study_name, storage=storage))

@@ -25,7 +25,7 @@ def _target(path: Path, device: dict, calib: Path) -> Path:
     path.write_text(yaml.safe_dump({
         "name": "search_test", "device": device, "backend": "onnxruntime", "precisions": ["fp32"],
         "runtime": {"threads": 1}, "latency": {"budget_ms": 1000, "percentile": 90},
-        "benchmark": {"warmup": 2, "runs": 10, "min_duration_s": 0}, "calibration": str(calib)}))
+        "benchmark": {"warmup": 2, "runs": 10, "min_duration_s": 0, "repeat_noisy": 0}, "calibration": str(calib)}))
     return path
 
 
@@ -65,7 +65,11 @@ def test_search_over_ssh_writes_the_manifest_a_local_search_writes(setup, ssh_en
         assert set(p.record) == set(a.points[0].record) and p.record["runs"] >= 10
     fl, fr = _shape(ml["front"][0]), _shape(mr["front"][0])
     dl, dr = fl["record"].pop("device"), fr["record"].pop("device")
-    assert fl == fr and set(dl) <= set(dr) and {"ssh", "workdir", "lock"} <= set(dr)  # plus where it ran
+    al, ar = fl["record"].pop("attempts"), fr["record"].pop("attempts")
+    # plus where it ran; device.load (devices/load.py) is measured locally, the agent does not report it yet (so an
+    # attempt's others_cores is None over SSH)
+    assert fl == fr and set(dl) - {"load"} <= set(dr) and {"ssh", "workdir", "lock"} <= set(dr)
+    assert set(al[0]) == set(ar[0]) and mr["front"][0]["record"]["attempts"][0]["others_cores"] is None
     assert set(ml["front"][0]["record"]["runtime"]) == set(mr["front"][0]["record"]["runtime"])
     assert (Path(host.workdir) / "artifacts").is_dir()
 

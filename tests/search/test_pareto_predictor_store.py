@@ -3,7 +3,7 @@ import pytest
 
 from edgedet.search.pareto import dominates, front, hypervolume
 from edgedet.search.predictor import LatencyPredictor
-from edgedet.search.run import Estimate, near_front, pick
+from edgedet.search.explore import Estimate, near_front, pick
 from edgedet.search.space import Candidate
 from edgedet.search.store import Store, sqlite_url
 
@@ -98,16 +98,24 @@ def test_near_front_selects_unmeasured_candidates_that_could_be_optimal(tiny_cfg
     assert near_front(e[:2] + [unsure], 0.0, None) == [unsure] and near_front(e[:2] + [sure], 0.0, None) == []
 
 
+RECORD = {"p50_ms": 3.0, "p90_ms": 3.2, "p99_ms": 3.5, "mean_ms": 3.1, "min_ms": 2.9, "spread": 0.1, "noisy": False,
+          "runs": 10}
+
+
+A, B = "p16-r192-w1-d1-q25", "p16-r384-w2-d3-q100"
+
+
 def test_store_roundtrip_and_replace(tmp_path):
     s = Store(sqlite_url(tmp_path / "s.db"))
-    s.put_measurement("fp", "p16-r192-w1-d1-q25", "fp32", "1.0", "ok", 3.5, {"p50_ms": 3}, {"AP": 0.1}, "artifact")
+    s.put_measurement("fp", "p16-r192-w1-d1-q25", "fp32", "1.0", "ok", 3.5, RECORD, {"AP": 0.1}, "artifact")
     s.put_measurement("fp", "p16-r192-w1-d1-q25", "int8", "1.0", "unsupported: no")
-    s.put_measurement("fp", "p16-r192-w1-d1-q25", "fp32", "1.0", "ok", 3.0)  # replaced, not duplicated
+    s.put_measurement("fp", "p16-r192-w1-d1-q25", "fp32", "1.0", "ok", 3.0, RECORD)  # replaced, not duplicated
     rows = s.measurements("fp", "1.0")
-    assert len(rows) == 2 and s.measurement("fp", "p16-r192-w1-d1-q25", "fp32", "1.0")["latency_ms"] == 3.0
+    m = s.measurement("fp", "p16-r192-w1-d1-q25", "fp32", "1.0")
+    assert len(rows) == 2 and m.latency_ms == 3.0 and m.record == RECORD and m.id == "p16-r192-w1-d1-q25@fp32"
     assert s.measurements("fp", "2.0") == [] and s.measurements("other", "1.0") == []
-    s.put_accuracy("k", {"a": {"AP": 0.1}, "b": {"AP": 0.2}})
-    assert Store(sqlite_url(tmp_path / "s.db")).accuracy("k") == {"a": {"AP": 0.1}, "b": {"AP": 0.2}}
+    s.put_accuracy("k", {A: {"AP": 0.1}, B: {"AP": 0.2}})
+    assert Store(sqlite_url(tmp_path / "s.db")).accuracy("k") == {A: {"AP": 0.1}, B: {"AP": 0.2}}
 
 
 def test_pick_spends_a_batch_where_the_front_gains_most(tiny_cfg):

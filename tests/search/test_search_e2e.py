@@ -28,7 +28,7 @@ def setup(tmp_path, synth_data):
     (tmp_path / "target.yaml").write_text(
         "name: test_cpu\ndevice: {type: local}\nbackend: onnxruntime\nprecisions: [fp32, int8]\n"
         "runtime: {threads: 1}\nlatency: {budget_ms: 1000, percentile: 90}\n"
-        "benchmark: {warmup: 2, runs: 10, min_duration_s: 0}\ncalibration: calib.yaml\n")
+        "benchmark: {warmup: 2, runs: 10, min_duration_s: 0, repeat_cooldown_s: 0.2}\ncalibration: calib.yaml\n")
     return tmp_path
 
 
@@ -48,13 +48,17 @@ def test_search_writes_a_valid_manifest_with_a_measured_front(setup):
     ok = [p for p in m.points if p.status == "ok"]
     assert ok and all(p.record["runs"] >= 10 and p.record["device"]["cpu"] for p in ok)  # conditions kept
     assert all(p.ap_source == "artifact" for p in ok)
-    # the front is the non-dominated set of the measured points, and every point on it is measured
+    # the front is the non-dominated set of the measured points (a stable point dominated only by noisy ones kept,
+    # with a warning), and every point on it is measured
     pts = {p.id: (p.ap["AP"], p.latency_ms) for p in ok}
+    noisy = {p.id: p.record["noisy"] for p in ok}
     fr = {p.id for p in m.front}
     assert fr and fr <= set(pts)
     for pid, v in pts.items():
-        assert (pid in fr) == (not any(dominates(w, v) for q, w in pts.items() if q != pid)) or \
-            any(w == v for q, w in pts.items() if q != pid)
+        doms = [q for q, w in pts.items() if q != pid and dominates(w, v)]
+        on = not doms or (not noisy[pid] and all(noisy[q] for q in doms))
+        assert (pid in fr) == on or any(w == v for q, w in pts.items() if q != pid)
+    assert m.search["noisy"] == sum(noisy.values()) and bool(m.search["warnings"]) == any(noisy.values())
     for p in m.front:  # artifacts intact, runtime written
         d = out / p.artifact.dir
         assert p.artifact.files and all(sha256(d / f) == h for f, h in p.artifact.files.items())
@@ -75,6 +79,12 @@ def test_search_writes_a_valid_manifest_with_a_measured_front(setup):
     again = search(**_args(setup, out, 7), resume=True, say=lines.append)
     assert not [ln for ln in lines if ln.startswith("compile ") and "again" not in ln]
     assert {p["id"] for p in again["front"]} == fr
+    # the resumed run is appended to the history, the first run's record kept as it was
+    first, second = again["search"]["history"]
+    assert first == man["search"]["history"][0] and first["measurements"] == m.search["measured"] > 0
+    assert second["resumed"] and second["measurements"] == 0 and second["rounds"] >= 1 and first["rounds"] >= 1
+    assert again["search"]["wall_s_all_runs"] == pytest.approx(first["wall_s"] + second["wall_s"], abs=0.2)
+    assert second["start"] >= first["end"]
 
 
 @pytest.mark.slow
