@@ -28,8 +28,9 @@ def recipe_dataset(recipe: CalibrationRecipe, base: Path | None = None):
     return CocoDetection(root, recipe.split)
 
 
-def calibration_fn(recipe: CalibrationRecipe, base: Path | None = None):
-    """resolution -> list of float32 [1,3,R,R] batches (the recipe's images, sampled with its seed)."""
+def calibration_fn(recipe: CalibrationRecipe, base: Path | None = None, on_image=None):
+    """resolution -> list of float32 [1,3,R,R] batches (the recipe's images, sampled with its seed).
+    on_image(done, total) is called as each image is read and preprocessed."""
     from .runtime.core import preprocess
 
     ds = recipe_dataset(recipe, base)
@@ -38,9 +39,11 @@ def calibration_fn(recipe: CalibrationRecipe, base: Path | None = None):
 
     def batches(resolution: int) -> list[np.ndarray]:
         out = []
-        for i in idx:
+        for n, i in enumerate(idx, 1):
             img = (ds.load_image(int(i)).permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)
             out.append(preprocess(img, resolution))
+            if on_image is not None:
+                on_image(n, len(idx))
         return out
 
     return batches

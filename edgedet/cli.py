@@ -96,6 +96,50 @@ def quiet_runtimes(verbose: bool = False):
                 real[fd].close()
 
 
+class RichProgress:
+    """edgedet.progress on a rich console: counted steps as a bar with done/total, rate and elapsed time, the others
+    as a spinner with the elapsed time; finished steps disappear (their result is a log line). Nothing is drawn
+    when the console is not a terminal."""
+
+    def __init__(self, console):
+        from rich.progress import BarColumn, Progress, ProgressColumn, SpinnerColumn, TextColumn, TimeElapsedColumn
+        from rich.text import Text
+
+        class Count(ProgressColumn):
+            def render(self, task):
+                if task.total is None:
+                    return Text("")
+                unit = task.fields.get("unit") or ""
+                rate = f", {task.speed:.1f} {unit}/s" if task.speed and unit else ""
+                return Text(f"{task.completed:.0f}/{task.total:.0f}{' ' + unit if unit else ''}{rate}")
+
+        self.bars = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=24), Count(),
+                             TimeElapsedColumn(), console=console, transient=True, redirect_stdout=False,
+                             redirect_stderr=False)
+
+    def __enter__(self) -> "RichProgress":
+        self.bars.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bars.stop()
+
+    def task(self, description: str, total: float | None = None, unit: str = ""):
+        from .progress import Task
+
+        bars, tid = self.bars, self.bars.add_task(description, total=total, unit=unit)
+
+        class Shown(Task):
+            def update(self, completed=None, description=None):
+                bars.update(tid, **{k: v for k, v in (("completed", completed), ("description", description))
+                                    if v is not None})
+
+            def close(self):
+                bars.remove_task(tid)
+
+        return Shown()
+
+
 def _supernet_source(checkpoint: Optional[Path], preset: Optional[str]):
     """(checkpoint path or None, preset name or None): the bundled demo supernet when neither is given."""
     from .data.demo import demo_checkpoint
@@ -338,9 +382,10 @@ def compile_cmd(subnet: str = typer.Option(..., "--subnet", "-s", help="Subnet i
     with quiet_runtimes(verbose) as (_, err):
         from rich.console import Console
 
-        with Console(file=err).status(f"compiling {subnet} for {target} ({precision})"):
+        with RichProgress(Console(file=err)) as bars, bars.task(f"compile {subnet} for {target} ({precision})") as t:
             art = compile_subnet(net, subnet, target, precision, output, calibration=calibration, runtime=runtimes,
-                                 options=options, overwrite=overwrite)
+                                 options=options, overwrite=overwrite,
+                                 step=lambda text: t.update(description=f"compile {subnet} ({precision}): {text}"))
     diff = art.metadata.get("max_abs_diff_vs_torch")
     extra = f"; vs torch max abs diff {max(diff.values()):.1e}" if diff else ""
     typer.echo(f"wrote {art.dir} ({art.backend} {art.precision}, {len(art.files)} files sealed{extra})")
@@ -395,17 +440,20 @@ def search(target: str = TargetOpt,
     with quiet_runtimes(verbose) as (out, _):
         con = Console(width=140, file=out)
         say = lambda m: con.print(m, highlight=False, markup=False)  # noqa: E731
-        if worker:
-            from .search.run import serve
+        with RichProgress(con) as bars:
+            if worker:
+                from .search.run import serve
 
-            serve(target, storage, checkpoint=checkpoint, data=data, out=output, val_images=val_images, say=say)
-            return
-        from .search import search as run_search
-        from .search.report import front_table, history_line
+                serve(target, storage, checkpoint=checkpoint, data=data, out=output, val_images=val_images, say=say,
+                      progress=bars)
+                return
+            from .search import search as run_search
+            from .search.report import front_table, history_line
 
-        man = run_search(target, checkpoint=checkpoint, data=data, space=space, out=output,
-                         max_measurements=max_measurements, resume=resume, storage=storage, val_images=val_images,
-                         generations=generations, population=population, seed=seed, runtime=tuple(runtime), say=say)
+            man = run_search(target, checkpoint=checkpoint, data=data, space=space, out=output,
+                             max_measurements=max_measurements, resume=resume, storage=storage,
+                             val_images=val_images, generations=generations, population=population, seed=seed,
+                             runtime=tuple(runtime), say=say, progress=bars)
     con = Console(width=140)
     say = lambda m: con.print(m, highlight=False, markup=False)  # noqa: E731
     con.print(front_table(man))

@@ -8,6 +8,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from typing import Callable
+
 import numpy as np
 
 from .backends import get_backend
@@ -92,7 +94,8 @@ def check_output(out: Path, t: TargetSpec, subnet_id: str, precision: str, overw
 
 def compile_subnet(net, subnet: SubnetConfig | str, target: TargetSpec | str | Path, precision: str, out: Path,
                    calibration: str | Path | None = None, runtime: tuple[str, ...] = ("python",),
-                   options: dict | None = None, overwrite: bool = False) -> Artifact:
+                   options: dict | None = None, overwrite: bool = False,
+                   step: Callable[[str], None] | None = None) -> Artifact:
     """Export `subnet` of `net`, compile it for the target's backend at `precision` into `out`, write the runtimes
     (`runtime`: "python" -> the package runtime/python/edgedet_runtime, "cpp" -> the CMake project runtime/cpp), and
     seal the folder (sha256 of every file, runtimes included, in artifact.json). artifact.json records the target's
@@ -101,7 +104,8 @@ def compile_subnet(net, subnet: SubnetConfig | str, target: TargetSpec | str | P
 
     `out` must be absent, empty or an earlier artifact of the same compile (check_output; `overwrite` replaces
     anything). The artifact is built in a sibling temporary folder and renamed onto `out` once sealed: a failed
-    compile leaves nothing, and nothing of an earlier folder (a stale runtime project, a build) is ever sealed."""
+    compile leaves nothing, and nothing of an earlier folder (a stale runtime project, a build) is ever sealed.
+    step(text) is told what is being done (export, calibration images n/N, the backend's compile, checks)."""
     from .calibration import calibration_fn
 
     t, base = _target(target)
@@ -117,7 +121,10 @@ def compile_subnet(net, subnet: SubnetConfig | str, target: TargetSpec | str | P
     check_output(out, t, s.id, precision, overwrite)
     recipe, rbase = resolve_recipe(t, base, calibration)
     # int8 calibrates on the recipe; TensorRT also ships the images for its FP16 range check and on-device checks
-    calib = calibration_fn(recipe, rbase) if (recipe is not None and caps.needs_calibration(precision)) else None
+    say = step or (lambda text: None)
+    calib = None
+    if recipe is not None and caps.needs_calibration(precision):
+        calib = calibration_fn(recipe, rbase, on_image=lambda n, total: say(f"calibration images {n}/{total}"))
     module = net.extract(s)
     meta = {"subnet": s.id, "resolution": s.resolution, "num_classes": net.cfg.num_classes,
             "class_names": net.cfg.class_names, "category_ids": net.cfg.category_ids, "target": t.name,
@@ -136,7 +143,7 @@ def compile_subnet(net, subnet: SubnetConfig | str, target: TargetSpec | str | P
     os.chmod(work, 0o777 & ~umask)  # an ordinary folder once renamed (mkdtemp makes it private)
     try:
         art = _compile_into(work, backend, module, s, precision, calib, dict(opts, recorded=recorded), meta, runtime,
-                            net.cfg.class_names)
+                            net.cfg.class_names, say)
         if out.exists():
             shutil.rmtree(out)
         os.rename(work, out)
@@ -148,7 +155,7 @@ def compile_subnet(net, subnet: SubnetConfig | str, target: TargetSpec | str | P
 
 
 def _compile_into(work: Path, backend, module, s: SubnetConfig, precision: str, calib, opts: dict, meta: dict,
-                  runtime: tuple[str, ...], class_names) -> Artifact:
+                  runtime: tuple[str, ...], class_names, say: Callable[[str], None]) -> Artifact:
     """compile_subnet's steps in the folder `work`: export, backend compile, the recorded runtime options
     (opts["recorded"]), runtimes, the fp32 check against torch, seal."""
     from .model.export import export_onnx
@@ -156,12 +163,17 @@ def _compile_into(work: Path, backend, module, s: SubnetConfig, precision: str, 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = Path(tmp) / "model.onnx"
+        say("export ONNX")
         export_onnx(module, onnx_path, class_names=class_names)
+        say(f"{backend.name} {precision}" + (" (calibrating)" if calib is not None else ""))
         art = backend.compile(onnx_path, precision, work, calib, opts, meta)
     art.metadata["compile_s"] = round(time.perf_counter() - t0, 2)
     art.runtime_options = opts["recorded"]
+    if runtime:
+        say("runtimes " + ", ".join(runtime))
     art.metadata["runtimes"] = render_runtimes(art, runtime)
     if precision == "fp32" and backend.caps.runs_on_host:  # the fp32 artifact must match torch
+        say("check against torch")
         runner = backend.load(art, opts)
         import torch
 

@@ -19,6 +19,7 @@ from typing import Callable
 from ..backends.base import Artifact, Unsupported
 from ..config import SubnetConfig, TargetSpec
 from ..errors import EdgedetError
+from ..progress import SILENT, Progress
 from .claims import Claims, share
 from .space import Candidate
 from .store import Measurement, Store
@@ -45,6 +46,7 @@ class DeviceMeasurer:
     devices: list
     claims: Claims
     say: Say = print
+    progress: Progress = SILENT
 
     def measured(self) -> dict[str, Measurement]:
         return {m.id: m for m in self.store.measurements(self.fp, self.runtime_version)}
@@ -79,8 +81,10 @@ class DeviceMeasurer:
             self.say(f"compile {c.id} ({i + 1}/{len(cands)})")
             t0 = time.perf_counter()
             try:
-                arts[c.id] = compile_subnet(self.net, c.subnet, self.target_path, c.precision, self.work_dir / c.id,
-                                            runtime=())
+                with self.progress.task(f"compile {c.id}") as bar:
+                    arts[c.id] = compile_subnet(self.net, c.subnet, self.target_path, c.precision,
+                                                self.work_dir / c.id, runtime=(),
+                                                step=lambda text: bar.update(description=f"compile {c.id}: {text}"))
             except Unsupported as e:
                 self._put(c, str(e))
                 self.say(f"  {c.id}: {e}")
@@ -94,7 +98,8 @@ class DeviceMeasurer:
         lost, pool = None, DevicePool(self.devices)
         if arts:
             def job(dev, cid):
-                return measure_until_stable(dev, dev.prepare(arts[cid], self.target), self.target, self.say)
+                with self.progress.task(f"measure {cid} on {dev.name}"):
+                    return measure_until_stable(dev, dev.prepare(arts[cid], self.target), self.target, self.say)
 
             pct = self.target.latency.percentile
             backend = get_backend(self.target.backend)
@@ -141,7 +146,9 @@ class DeviceMeasurer:
             if art is None or art.verify():
                 art = compile_subnet(self.net, m.subnet, self.target_path, m.precision, work, runtime=())
             runner = get_backend(art.backend).load(art, runtime_options(self.target))
-            ap = evaluate_runner(runner.infer, art.resolution, self.dataset, batch_size=1)
+            with self.progress.task(f"AP of the artifact {c.id}", total=len(self.dataset), unit="img") as bar:
+                ap = evaluate_runner(runner.infer, art.resolution, self.dataset, batch_size=1,
+                                     progress=lambda n, total: bar.update(completed=n))
             self.store.set_ap(self.fp, m.subnet, m.precision, self.runtime_version, ap, "artifact")
             self.say(f"  {c.id}: AP {ap['AP']:.3f} (from the artifact)")
 
@@ -188,7 +195,7 @@ class TorchAP:
     space_subnets: list
     claims: Claims
     say: Say = print
-    progress: Callable | None = None
+    progress: Progress = SILENT
 
     def __call__(self, subnets: list[SubnetConfig]) -> dict[str, dict]:
         have = self.store.accuracy(self.acc_key)
@@ -212,12 +219,15 @@ class TorchAP:
         from ..evaluate import evaluate_subnets
 
         def work(items: list[str]) -> None:
-            todo = [s for g in items for s in groups[g].values()]
-            t0 = time.perf_counter()
-            res = evaluate_subnets(self.net, todo, self.dataset,
-                                   progress=self.progress and self.progress("AP", todo))
-            self.store.put_accuracy(self.acc_key, res)
-            self.say(f"AP of {len(todo)} subnets on {len(self.dataset)} images in {time.perf_counter() - t0:.0f} s")
+            for g in items:  # one backbone pass per group and batch; each group stored as soon as it is done
+                todo, n, batch = list(groups[g].values()), len(self.dataset), 8
+                t0 = time.perf_counter()
+                with self.progress.task(f"AP {g[len(AP_GROUP):]} ({len(todo)} subnets)", total=n, unit="img") as bar:
+                    res = evaluate_subnets(self.net, todo, self.dataset, batch_size=batch,
+                                           progress=lambda done, total: bar.update(completed=min(n, done * batch)))
+                self.store.put_accuracy(self.acc_key, res)
+                self.say(f"AP of {len(todo)} subnets ({g[len(AP_GROUP):]}) on {n} images in "
+                         f"{time.perf_counter() - t0:.0f} s")
 
         return work
 

@@ -29,6 +29,7 @@ from typing import Callable
 from ..backends.base import sha256
 from ..config import SearchSpace, TargetSpec, load_space, load_target, resolve_target
 from ..errors import ConfigError
+from ..progress import SILENT, Progress
 from .claims import Claims, run_claimed
 from .explore import Explorer
 from .measure import CAND, SEARCH, DeviceMeasurer, TorchAP, shared_propose
@@ -97,10 +98,10 @@ class Setup:
         """The claims of every process measuring the same target, runtime, checkpoint and dataset."""
         return hashlib.sha256(f"{self.fp}:{self.runtime_version}:{self.acc_key}".encode()).hexdigest()[:32]
 
-    def measurer(self, work: Path, claims: Claims, say: Say) -> DeviceMeasurer:
+    def measurer(self, work: Path, claims: Claims, say: Say, progress: Progress = SILENT) -> DeviceMeasurer:
         i = self.inputs
         return DeviceMeasurer(i.net, i.target, i.target_path, i.dataset, self.store, self.fp, self.runtime_version,
-                              work, self.devices, claims, say)
+                              work, self.devices, claims, say, progress)
 
     def close(self) -> None:
         for d in self.devices:
@@ -190,8 +191,9 @@ def search(target: str | Path, checkpoint: str | Path | None = None, data: str |
            space: str | Path | None = None, out: str | Path = "runs/search/run", max_measurements: int | None = None,
            resume: bool = False, storage: str | None = None, val_images: int | None = None,
            generations: int = 6, population: int = 24, seed: int = 0, runtime: tuple[str, ...] = ("python", "cpp"),
-           say: Say = print, progress=None) -> dict:
-    """Run a search; returns the manifest (also written to OUT/manifest.json). See the module docstring."""
+           say: Say = print, progress: Progress = SILENT) -> dict:
+    """Run a search; returns the manifest (also written to OUT/manifest.json). See the module docstring.
+    `say` gets the log lines; `progress` (edgedet.progress) the bars of long steps (AP, compiles, measurements)."""
     from ..deploy import check_runtimes
     from .report import SearchRun, finish
 
@@ -225,7 +227,7 @@ def search(target: str | Path, checkpoint: str | Path | None = None, data: str |
         with _FolderLock(out):
             claims = Claims(s.store, s.scope)
             claims.hold(SEARCH + claims.owner)  # workers of this target see a live search
-            measurer = s.measurer(out / "work", claims, say)
+            measurer = s.measurer(out / "work", claims, say, progress)
             subnets = list({c.subnet.id: c.subnet for c in cands}.values())
             tap = TorchAP(i.net, i.dataset, s.store, s.acc_key, subnets, claims, say, progress)
             explorer = Explorer(i.net.cfg, t, measurer, tap, shared_propose(s.store, claims, say),
@@ -258,7 +260,8 @@ def search(target: str | Path, checkpoint: str | Path | None = None, data: str |
 # ------------------------------------------------------------------------------------------------- worker
 def serve(target: str | Path, storage: str | None, checkpoint: str | Path | None = None,
           data: str | Path | None = None, out: str | Path = "runs/search/worker", val_images: int | None = None,
-          say: Say = print, wait_s: float = WORKER_WAIT_S, poll_s: float = 0.5) -> int:
+          say: Say = print, wait_s: float = WORKER_WAIT_S, poll_s: float = 0.5,
+          progress: Progress = SILENT) -> int:
     """A worker: measure the candidates that searches sharing `storage` queued for this target (same device kind,
     runtime, checkpoint, dataset and --val-images as theirs), one claim per device at a time, until the searches it
     served have ended (or none appeared for `wait_s` seconds). -> how many candidates it measured."""
@@ -268,7 +271,7 @@ def serve(target: str | Path, storage: str | None, checkpoint: str | Path | None
     s = _open(_inputs(target, checkpoint, data, val_images), storage, None)
     work = Path(out) / "work"
     claims = Claims(s.store, s.scope)
-    measurer = s.measurer(work, claims, say)
+    measurer = s.measurer(work, claims, say, progress)
     say(f"worker for target {s.inputs.target.name} [{s.devices[0].name}, {s.inputs.target.backend} "
         f"{s.runtime_version}] on store {s.store.shown}: waiting for candidates")
     n, served, idle_since = 0, False, time.time()
