@@ -99,12 +99,8 @@ class Explorer:
         return self.feats[s.id]
 
     def fit_predictor(self) -> LatencyPredictor | None:
-        feats, lat = {}, {}
-        for m in self.measurer.measured().values():
-            if m.ok:
-                feats.setdefault(m.precision, []).append(self.feat(SubnetConfig.parse(m.subnet)))
-                lat.setdefault(m.precision, []).append(m.latency_ms)
-        self.predictor = LatencyPredictor().fit(feats, lat) if lat else None
+        self.predictor = fit_predictor(self.cfg, list(self.measurer.measured().values()),
+                                       self.target.latency.percentile, self.feat)
         return self.predictor
 
     def estimates(self, cands: list[Candidate]) -> list[Estimate]:
@@ -190,6 +186,25 @@ class Explorer:
 
 
 # ------------------------------------------------------------------------------------------------- choices
+def fit_predictor(cfg: SupernetConfig, rows: list[Measurement], percentile: int,
+                  feat: Callable[[SubnetConfig], np.ndarray] | None = None) -> LatencyPredictor | None:
+    """The latency predictor (predictor.py: p50 model and tail ratios) fitted on every ok row; None without one."""
+    feat = feat or (lambda s: features(cfg, s))
+    feats, p50, pct = {}, {}, {}
+    for m in rows:
+        if m.ok:
+            feats.setdefault(m.precision, []).append(feat(SubnetConfig.parse(m.subnet)))
+            p50.setdefault(m.precision, []).append(p50_of(m))
+            pct.setdefault(m.precision, []).append(m.latency_ms)
+    return LatencyPredictor(percentile).fit(feats, p50, pct) if p50 else None
+
+
+def p50_of(m: Measurement) -> float:
+    """The p50 of a measurement (its record's; the latency itself for a record-less one)."""
+    v = (m.record or {}).get("p50_ms")
+    return float(v) if isinstance(v, (int, float)) and v > 0 else m.latency_ms
+
+
 def ap_drops(measured: dict[str, Measurement], tap: dict[str, dict]) -> dict[str, tuple[float, float]]:
     """Per precision over its measured artifacts: the median of (torch AP - artifact AP), and how far 90% of them
     stay from that median (the AP uncertainty of an unmeasured candidate at that precision; quantisation moves
