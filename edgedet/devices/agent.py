@@ -80,6 +80,22 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# CPU features that decide which kernels a runtime picks (bf16/int8 paths above all): a latency measured with them
+# does not carry over to a CPU without them.
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16",
+             "amx_int8", "asimd", "asimddp", "asimdhp", "bf16", "i8mm", "sve", "sve2")
+
+
+def cpu_flags() -> list:
+    """The CPU_FLAGS this CPU has (/proc/cpuinfo "flags" on x86, "Features" on ARM), in CPU_FLAGS order."""
+    have = set()
+    for line in (_read("/proc/cpuinfo") or "").splitlines():
+        if line.startswith(("flags", "Features")):
+            have.update(line.split(":", 1)[1].split())
+            break
+    return [f for f in CPU_FLAGS if f in have]
+
+
 NVIDIA_SMI_FIELDS = ("name", "driver_version", "memory.total", "clocks.sm", "clocks.max.sm", "temperature.gpu",
                      "power.draw", "power.limit", "pstate")
 
@@ -195,7 +211,7 @@ def gpu_info() -> dict:
 def device_info() -> dict:
     """What this process runs on. The host's profiler reports the same fields for local measurements."""
     info = {"hostname": platform.node(), "os": "%s %s" % (platform.system(), platform.release()),
-            "machine": platform.machine(), "cpu": cpu_model(), "cores": os.cpu_count(),
+            "machine": platform.machine(), "cpu": cpu_model(), "cpu_flags": cpu_flags(), "cores": os.cpu_count(),
             "python": platform.python_version()}
     try:
         info["memory_gb"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
@@ -347,15 +363,15 @@ def cmd_bench(args, req) -> dict:
     with DeviceLock(_lock_path(args), float(req.get("lock_timeout_s", 600))) as lock:
         runner = r.load(args.artifact, art, options)
         x = r.RUNNERS[art["backend"]].bench_input(args.artifact, art, batch)
-        held_from = time.time()
+        held_from, before = time.time(), r.load_snapshot()
         times, total = r.time_runs(lambda: runner.infer(x), warmup=warmup, runs=int(req.get("runs", 100)),
                                    min_duration_s=float(req.get("min_duration_s", 1.0)), cooldown_ms=cooldown,
                                    pin_cpus=pin_cpus)
-        held_to = time.time()
+        held_to, after = time.time(), r.load_snapshot()
     rec = r.summarize(times, total, warmup, batch, cooldown, float(req.get("noise_threshold", 0.15)))
     rec["runtime"] = runner.info()
     rec["device"] = dict(device_info(), lock={"path": lock.path, "waited_s": lock.waited_s, "held_from": held_from,
-                                              "held_to": held_to})
+                                              "held_to": held_to}, load=r.load_between(before, after))
     return {"record": rec}
 
 

@@ -131,4 +131,9 @@ def record(res: dict, where: str) -> LatencyRecord:
         raise _bad(where, "record.noisy is not true/false or record.note not a string")
     for k in ("runtime", "device"):
         mapping(rec, k, where)
+    load = rec["device"].get("load")
+    if load is not None and not (isinstance(load, dict) and all(
+            v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0)
+            for v in load.values())):
+        raise _bad(where, "record.device.load is not an object of finite numbers >= 0")
     return LatencyRecord(**{k: rec[k] for k in names})

@@ -49,7 +49,7 @@ from ..config import SSHHost, TargetSpec
 from ..errors import EdgedetError, MissingExtraError
 from ..profiler import LatencyRecord
 from ..runtime import runners
-from . import replies
+from . import load, replies
 from .base import Device, DeviceError
 
 try:
@@ -570,4 +570,5 @@ class SSHDevice(Device):
                               what)
         out = replies.record(res, f"{self.address}: {what}")
         out.device.update(ssh=self.address, workdir=self.workdir)
+        load.judge(out, target.benchmark.max_other_cores)  # the agent reports device.load as the local device does
         return out

@@ -11,6 +11,7 @@ is therefore what a user embeds, with the same settings.
       in effect as read back from the session / compiled model. `options` override art["runtime_options"] (the options
       the artifact was measured with) key by key.
   time_runs, summarize: the timing loop and its statistics (the host profiler's and the device agent's).
+  load_snapshot, load_between: how busy the machine was meanwhile (recorded as device.load by both).
 
 Settings per runtime (RUNNERS[backend].settings(precision, options) is the single source; the C++ runtime gets the same
 values through config.hpp):
@@ -526,6 +527,54 @@ def load(folder: str, art: dict, options=None):
     opts = dict(art.get("runtime_options") or {})
     opts.update(options or {})
     return RUNNERS[art["backend"]](folder, art, opts)
+
+
+# ------------------------------------------------------------------------------------------------------------ load
+# How busy the machine was while a measurement ran (Linux /proc and /sys; elsewhere the fields are None): the host's
+# local device and the device agent record the same fields.  a = load_snapshot(); ...; load_between(a, load_snapshot())
+def load_snapshot():
+    """(busy, total) jiffies of all CPUs and this process's user+system jiffies, or None."""
+    try:
+        with open("/proc/stat") as f:
+            cpu = [int(v) for v in f.readline().split()[1:9]]
+        with open("/proc/self/stat") as f:
+            own = f.read().rsplit(")", 1)[1].split()
+    except (OSError, ValueError, IndexError):
+        return None
+    total = sum(cpu)
+    idle = cpu[3] + cpu[4]  # idle + iowait
+    return total - idle, total, int(own[11]) + int(own[12])  # utime + stime
+
+
+def cpu_mhz():
+    """Mean current frequency over the CPUs (cpufreq, else /proc/cpuinfo), MHz, or None."""
+    import glob
+    vals = []
+    for p in glob.glob("/sys/devices/system/cpu/cpu[0-9]*/cpufreq/scaling_cur_freq"):
+        try:
+            with open(p) as f:
+                vals.append(int(f.read()) / 1000)
+        except (OSError, ValueError):
+            pass
+    if not vals:
+        try:
+            with open("/proc/cpuinfo") as f:
+                vals = [float(ln.split(":")[1]) for ln in f if ln.startswith("cpu MHz")]
+        except (OSError, ValueError, IndexError):
+            vals = []
+    return round(sum(vals) / len(vals), 1) if vals else None
+
+
+def load_between(a, b) -> dict:
+    """The load of the machine between two snapshots: others_share is the fraction of all CPUs' time that other
+    processes were busy (0..1), others_cores the same in cores."""
+    n = os.cpu_count() or 1
+    out = {"loadavg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None, "cpu_mhz": cpu_mhz(),
+           "others_share": None, "others_cores": None, "cpus": n}
+    if a and b and b[1] > a[1]:
+        share = max(0.0, min(1.0, ((b[0] - a[0]) - (b[2] - a[2])) / (b[1] - a[1])))
+        out.update(others_share=round(share, 3), others_cores=round(share * n, 2))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------- timing

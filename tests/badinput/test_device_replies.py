@@ -134,6 +134,11 @@ BENCH_REPLIES = [  # (id, reply of the agent's `bench`, expected exit code, stde
     ("noisy-string", {"stdout": _ok(record=_record(noisy="yes")) + "\n"}, 1, r"record.noisy is not true/false"),
     ("runtime-list", {"stdout": _ok(record=_record(runtime=["onnxruntime"])) + "\n"}, 1, r"runtime is not an object"),
     ("device-string", {"stdout": _ok(record=_record(device="box")) + "\n"}, 1, r"device is not an object"),
+    ("load-string", {"stdout": _ok(record=_record(device={"load": "idle"})) + "\n"}, 1, r"device.load is not an"),
+    ("load-negative-cores", {"stdout": _ok(record=_record(device={"load": {"others_cores": -3}})) + "\n"}, 1,
+     r"device.load is not an object of finite numbers"),
+    ("load-nan-read-as-unknown", {"stdout": _ok(record=_record(device={"load": {"cpu_mhz": 1.0}})).replace(
+        '"cpu_mhz": 1.0', '"cpu_mhz": NaN') + "\n"}, 0, None),
     ("huge-stdout", {"stdout": " " * (1 << 20), "repeat": 6, "tail": _ok(record=_record()) + "\n"}, 1,
      r"answered more than 4 MiB on stdout; the command was killed"),
     ("huge-stderr", {"stderr": "x" * 1024, "stderr_repeat": 1024}, 1, r"more than 64 KiB on stderr"),

@@ -68,8 +68,8 @@ def test_bench_over_ssh_gives_the_local_record(ssh_env, ort_artifact, ssh_mod):
     assert isinstance(rec, LatencyRecord)
     assert rec.to_dict().keys() == local.to_dict().keys()
     assert rec.runtime == local.runtime  # same runtime, version, precision, provider, threads
-    # device.load (devices/load.py) is measured locally; the agent does not report it yet
-    assert set(local.device) - {"load"} <= set(rec.device) and {"ssh", "workdir", "lock"} <= set(rec.device)
+    assert set(local.device) <= set(rec.device) and {"ssh", "workdir", "lock", "load"} <= set(rec.device)
+    assert set(rec.device["load"]) == set(local.device["load"]) and rec.device["cpu_flags"] == local.device["cpu_flags"]
     assert rec.device["ssh"] == f"{host.user}@127.0.0.1:{host.port}"
     assert rec.runs >= 3 and rec.warmup == 1 and rec.batch == 1 and 0 < rec.min_ms <= rec.p50_ms <= rec.p90_ms
     # the files are on the device, checked by sha256 there
