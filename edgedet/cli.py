@@ -113,20 +113,25 @@ class RichProgress:
                 rate = f", {task.speed:.1f} {unit}/s" if task.speed and unit else ""
                 return Text(f"{task.completed:.0f}/{task.total:.0f}{' ' + unit if unit else ''}{rate}")
 
+        self.shown = console.is_terminal  # elsewhere (a pipe, a log file, CI) not even a blank line
         self.bars = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=24), Count(),
                              TimeElapsedColumn(), console=console, transient=True, redirect_stdout=False,
                              redirect_stderr=False)
 
     def __enter__(self) -> "RichProgress":
-        self.bars.start()
+        if self.shown:
+            self.bars.start()
         return self
 
     def __exit__(self, *exc) -> None:
-        self.bars.stop()
+        if self.shown:
+            self.bars.stop()
 
     def task(self, description: str, total: float | None = None, unit: str = ""):
         from .progress import Task
 
+        if not self.shown:
+            return Task()
         bars, tid = self.bars, self.bars.add_task(description, total=total, unit=unit)
 
         class Shown(Task):

@@ -76,7 +76,7 @@ def test_compile_by_target_name_is_quiet_unless_verbose(tmp_path):
     p = run(["compile", "-s", "p24-r192-w2-d0-q25", "-t", "local_cpu", "--int8", "-o", "art"], tmp_path)
     assert p.stderr == ""
     assert [x.split(" (")[0] for x in p.stdout.splitlines()] == ["wrote art", "  python runtime: "
-                                                                 "runtime/python/edgedet_runtime.py"]
+                                                                 "runtime/python/edgedet_runtime"]
     meta = json.loads((tmp_path / "art" / "artifact.json").read_text())
     assert meta["precision"] == "int8" and meta["metadata"]["calibration"]["dataset"] == "demo"
     b = run(["bench", "art", "-t", "local_cpu", "--no-ap", "--json"], tmp_path)
