@@ -310,6 +310,7 @@ def drive(run: Path, a: argparse.Namespace) -> int:
     (run / "driver.pid").write_text(f"{os.getpid()}\n")
     plan = prepare(run, a)
     arms = a.arms.split(",")
+    (run / "target.json").write_text(json.dumps({"epochs": a.epochs, "arms": arms}))  # for the report
     pending = tasks(run, arms, a.epochs)
     log(run, f"driver {os.getpid()}: {len(pending)} tasks left ({a.epochs} epochs x {len(arms)} arms), "
              f"{a.jobs} at a time, {a.threads} thread(s) each, nice {os.nice(0)}")
