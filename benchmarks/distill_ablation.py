@@ -233,7 +233,7 @@ def run_task(run: Path, plan: dict, task: str) -> int:
     e = int(e)
     arm_dir = run / arm
     arm_dir.mkdir(parents=True, exist_ok=True)
-    lock = open(arm_dir / "lock", "w")
+    lock = open(arm_dir / "lock", "w")  # noqa: SIM115 (held until the task exits)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -302,13 +302,13 @@ def drive(run: Path, a: argparse.Namespace) -> int:
         os.setpgid(0, 0)  # the run is one process group: --pause reaches every task and DataLoader worker
     os.nice(max(0, 19 - os.nice(0)))
     run.mkdir(parents=True, exist_ok=True)
-    lock = open(run / "driver.lock", "w")
+    lock = open(run / "driver.lock", "w")  # noqa: SIM115 (held until the driver exits)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         raise SystemExit(f"error: {run}: another driver is running (pid {(run / 'driver.pid').read_text().strip()})")
     (run / "driver.pid").write_text(f"{os.getpid()}\n")
-    plan = prepare(run, a)
+    prepare(run, a)
     arms = a.arms.split(",")
     (run / "target.json").write_text(json.dumps({"epochs": a.epochs, "arms": arms}))  # for the report
     pending = tasks(run, arms, a.epochs)

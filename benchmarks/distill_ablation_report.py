@@ -65,8 +65,8 @@ def table(runs: dict[str, list[dict]], target: int | None = None, costs: dict | 
     if note:
         lines += [f"**{note}**", ""]
     lines += [f"Epoch {epoch} (step {any_rows[epoch - 1]['step']}); `+`/`-`: above/below all baseline seeds.", "",
-              f"| arm | largest `{big}` AP | AP50 | AP75 | smallest `{small}` AP | AP50 | AP75 | "
-              f"largest AP50, mean of epochs 1-{epoch} | train CPU h |",
+              (f"| arm | largest `{big}` AP | AP50 | AP75 | smallest `{small}` AP | AP50 | AP75 | "
+               f"largest AP50, mean of epochs 1-{epoch} | train CPU h |"),
               "|---|---|---|---|---|---|---|---|---|"]
     auc = {a: sum(r["largest"]["AP50"] for r in rows[:epoch]) / epoch for a, rows in runs.items()}
     auc_seeds = [auc[a] for a in SEEDS if a in auc]

@@ -28,7 +28,7 @@ rep = _load("distill_ablation_report")
 
 
 def _row(epoch: int, big: float, small: float) -> dict:
-    sub = lambda sid, v: {"id": sid, "AP": v / 2, "AP50": v, "AP75": v / 3}  # noqa: E731
+    sub = lambda sid, v: {"id": sid, "AP": v / 2, "AP50": v, "AP75": v / 3}
     return {"epoch": epoch, "step": 10 * epoch, "largest": sub("p16-r288-w1-d3-q100", big),
             "smallest": sub("p24-r192-w2-d1-q25", small), "train_cpu_s": 360.0}
 
