@@ -48,8 +48,8 @@ def seed_range(runs: dict[str, list[dict]], epoch: int, sub: str, metric: str) -
 
 def _mark(v: float, rng: tuple[float, float] | None, arm: str) -> str:
     if arm in SEEDS or rng is None:
-        return f"{v:.3f}"
-    return f"{v:.3f}" + ("+" if v > rng[1] else "-" if v < rng[0] else "")
+        return f"{v:.4f}"
+    return f"{v:.4f}" + ("+" if v > rng[1] else "-" if v < rng[0] else "")
 
 
 def table(runs: dict[str, list[dict]], target: int | None = None, costs: dict | None = None) -> str:
@@ -79,7 +79,7 @@ def table(runs: dict[str, list[dict]], target: int | None = None, costs: dict | 
         lines.append(f"| {LABELS[arm]} | {' | '.join(cells)} | {_mark(auc[arm], auc_rng, arm)} | {cpu:.2f} |")
     rngs = [seed_range(runs, epoch, sub, m) for sub in ("largest", "smallest") for m in METRICS] + [auc_rng]
     if all(rngs):
-        lines.append("| baseline seed range | " + " | ".join(f"{lo:.3f}-{hi:.3f}" for lo, hi in rngs) + " | |")
+        lines.append("| baseline seed range | " + " | ".join(f"{lo:.4f}-{hi:.4f}" for lo, hi in rngs) + " | |")
     if costs:
         lines += ["", "Inference cost (analytic, batch 1): " + "; ".join(
             f"{name} {sub} {c['gflops']:.2f} GFLOPs, {c['params_m']:.2f} M params" for name, subs in costs.items()

@@ -56,13 +56,13 @@ def test_table_marks_arms_against_the_seed_range(tmp_path):
     assert "PARTIAL" not in text and "Epoch 2 (step 20)" in text
     rows = {line.split(" | ")[0][2:]: line.split(" | ")[1:] for line in text.splitlines() if line.startswith("| ")}
     # largest AP50 (column 2): seeds 0.18-0.22
-    assert rows["+DSI/GAM"][1] == "0.400+" and rows["+FDR"][1] == "0.190" and rows["+DSI/GAM +FDR"][1] == "0.100-"
-    assert rows["baseline seed 0"][1] == "0.200"  # seeds are never marked
-    assert rows["baseline seed range"][1] == "0.180-0.220"
+    assert rows["+DSI/GAM"][1] == "0.4000+" and rows["+FDR"][1] == "0.1900" and rows["+DSI/GAM +FDR"][1] == "0.1000-"
+    assert rows["baseline seed 0"][1] == "0.2000"  # seeds are never marked
+    assert rows["baseline seed range"][1] == "0.1800-0.2200"
     # smallest AP50 (column 5): seeds 0.08-0.12
-    assert rows["+DSI/GAM"][4] == "0.300+" and rows["+FDR"][4] == "0.010-" and rows["+DSI/GAM +FDR"][4] == "0.090"
+    assert rows["+DSI/GAM"][4] == "0.3000+" and rows["+FDR"][4] == "0.0100-" and rows["+DSI/GAM +FDR"][4] == "0.0900"
     # mean largest AP50 over epochs 1-2: dsi (0.2 + 0.4) / 2 = 0.3, above the seeds' 0.14-0.16
-    assert rows["+DSI/GAM"][6] == "0.300+" and rows["baseline seed range"][6] == "0.140-0.160"
+    assert rows["+DSI/GAM"][6] == "0.3000+" and rows["baseline seed range"][6] == "0.1400-0.1600"
     assert rows["+DSI/GAM"][7].startswith("0.20")  # 2 x 360 CPU s
 
 
@@ -111,9 +111,19 @@ def _state(pid: int) -> str:
     return stat[stat.rindex(")") + 2]
 
 
+def _wait(cond, timeout: float = 20.0) -> bool:
+    """Poll `cond()` until true (signals and exec take effect asynchronously on a loaded machine)."""
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.02)
+    return True
+
+
 def _spawn(argv: list[str]) -> subprocess.Popen:
     p = subprocess.Popen(argv, start_new_session=True)
-    time.sleep(0.2)
+    assert _wait(lambda: argv[-1].encode() in Path(f"/proc/{p.pid}/cmdline").read_bytes().split(b"\0"))
     return p
 
 
@@ -123,13 +133,14 @@ def test_pause_and_resume_signal_the_runs_process_group_only(tmp_path, capsys):
     try:
         (tmp_path / "driver.pid").write_text(f"{p.pid}\n")
         assert abl.main(["--out", str(tmp_path), "--pause"]) == 0
-        assert _state(p.pid) == "T" and "paused 1 processes" in capsys.readouterr().out
+        assert _wait(lambda: _state(p.pid) == "T") and "paused 1 processes" in capsys.readouterr().out
         abl.main(["--out", str(tmp_path), "--status", "--arms", "baseline"])
         assert "(1 paused)" in capsys.readouterr().out
         assert abl.main(["--out", str(tmp_path), "--resume-paused"]) == 0
-        assert _state(p.pid) != "T"
+        assert _wait(lambda: _state(p.pid) != "T")
         (tmp_path / "driver.pid").write_text(f"{other.pid}\n")  # a group that is not this script's: untouched
         abl.main(["--out", str(tmp_path), "--pause"])
+        time.sleep(0.2)
         assert "not running" in capsys.readouterr().out and _state(other.pid) != "T"
     finally:
         for q in (p, other):
