@@ -137,9 +137,15 @@ def trust_lines(man: dict) -> list[str]:
     else:
         out.append(f"none of the {len(ok)} measurements was flagged noisy.")
     pred = man["search"].get("predictor") or {}
-    for k, v in pred.items():
-        if "err" in k and isinstance(v, (int, float)):
-            out.append(f"latency predictor {k.replace('_', ' ')}: {100 * v:.1f}%")
+    num = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+    stats = [k[len("loo_rel_err_median_"):] for k in pred if k.startswith("loo_rel_err_median_")]
+    for stat in stats:  # p50 and the target's percentile
+        med, within = pred.get(f"loo_rel_err_median_{stat}"), pred.get(f"loo_within_10pct_{stat}")
+        if num(med):
+            out.append(f"latency predictor at {stat} (leave-one-out over the measured candidates): median error "
+                       f"{100 * med:.1f}%" + (f", {100 * within:.0f}% within +-10%" if num(within) else "") + ".")
+    if not stats and num(pred.get("loo_rel_err_median")):
+        out.append(f"latency predictor leave-one-out median error: {100 * pred['loo_rel_err_median']:.1f}%.")
     return out
 
 

@@ -32,7 +32,9 @@ def manifest(budget=30.0):
             "software": {"python": "3.11.7", "runtime": {"name": "onnxruntime", "version": "1.32.0"}},
             "checkpoint": {"supernet": "tiny"}, "dataset": {"images": 50, "path": "/data/<b>x</b>"},
             "search": {"candidates": 100, "measured": 5, "rounds": 2, "stopped": "budget spent", "wall_s": 61.0,
-                       "predictor": {"loo_rel_err_median": 0.031}, "history": [
+                       "predictor": {"loo_rel_err_median": 0.031, "loo_rel_err_median_p50": 0.031,
+                                     "loo_within_10pct_p50": 0.9, "loo_rel_err_median_p90": 0.062,
+                                     "loo_within_10pct_p90": 0.75}, "history": [
                            {"start": "2026-12-03T08:00:00", "end": "2026-12-03T08:10:00", "wall_s": 600,
                             "measurements": 5, "rounds": 2, "stopped": "budget spent"},
                            {"start": "2026-12-03T09:00:00", "end": "2026-12-03T09:00:05", "wall_s": 5,
@@ -80,5 +82,7 @@ def test_report_is_self_contained_and_escapes_data(tmp_path):
     assert 'href="artifacts/p24-r192-w2-d0-q25@fp32/runtime/python/x.py"' in text
     assert "cpp: unsupported: no C++ here" in text
     assert 'class="sortable"' in text and text.count("<tr>") >= 3 + 5 + 2
-    assert "1 of 4 measurements were flagged noisy" in text and "loo rel err median: 3.1%" in text
+    assert "1 of 4 measurements were flagged noisy" in text
+    assert "at p50 (leave-one-out over the measured candidates): median error 3.1%, 90% within +-10%" in text
+    assert "at p90 (leave-one-out over the measured candidates): median error 6.2%, 75% within +-10%" in text
     assert "2026-12-03T09:00:05" in text and "avx512_bf16, amx_bf16" in text
