@@ -139,7 +139,7 @@ class Explorer:
         done = self.measurer.measured()  # on --resume: the initial design's measured part is not counted twice
         self.measurer.measure([c for c in init if c.id not in done][:max(0, budget - spent())])
         seen: dict[str, Candidate] = {c.id: c for c in init}
-        rounds, stop = 0, "budget spent"
+        rounds, proposals, stop = 0, 0, "budget spent"  # rounds: those that measured (the CLI's "round N:" lines)
         knobs = {"patch": space.patch, "resolution": space.resolution, "windows": space.windows,
                  "dec_layers": space.dec_layers, "queries": space.queries, "precision": list(t.precisions)}
         while True:
@@ -155,13 +155,13 @@ class Explorer:
 
             ests = self.estimates(list(seen.values()))
             seeds = [_knobs(ests[i].cand) for i in front([(x.ap, x.latency_ms) for x in ests])]
-            trials = self.propose(f"{self.study_prefix}-round{rounds}", knobs, score, generations, population,
-                                  seed + rounds, seeds)
+            trials = self.propose(f"{self.study_prefix}-round{proposals}", knobs, score, generations, population,
+                                  seed + proposals, seeds)
             for p in trials:  # every process sharing the store sees the same trials, in the same order
                 c = by_id.get(_cand_id(p))
                 if c is not None:
                     seen.setdefault(c.id, c)
-            rounds += 1
+            proposals += 1
             ests = self.estimates(list(seen.values()))
             margin = self.predictor.margin()
             todo = near_front(ests, margin, t.latency.budget_ms)
@@ -174,10 +174,11 @@ class Explorer:
             k = min(left, max(2, min(math.ceil(left / 2), MAX_BATCH)))
             ref = t.latency.budget_ms or max(e.latency_ms for e in ests) * 1.0001
             take = pick(todo, ests, k, margin, ref)
+            rounds += 1
             self.say(f"round {rounds}: {len(todo)} unmeasured candidates near the front (predictor margin "
                      f"{margin:.0%}); measuring {len(take)}")
             self.measurer.measure([e.cand for e in take])
-            if rounds >= MAX_ROUNDS:
+            if proposals >= MAX_ROUNDS:
                 stop = "round limit"
                 break
         self.fit_predictor()

@@ -82,7 +82,7 @@ def test_search_writes_a_valid_manifest_with_a_measured_front(setup):
     # the resumed run is appended to the history, the first run's record kept as it was
     first, second = again["search"]["history"]
     assert first == man["search"]["history"][0] and first["measurements"] == m.search["measured"] > 0
-    assert second["resumed"] and second["measurements"] == 0 and second["rounds"] >= 1 and first["rounds"] >= 1
+    assert second["resumed"] and second["measurements"] == 0 and second["rounds"] == 0 and first["rounds"] >= 1
     assert again["search"]["wall_s_all_runs"] == pytest.approx(first["wall_s"] + second["wall_s"], abs=0.2)
     assert second["start"] >= first["end"]
 
