@@ -163,7 +163,8 @@ def held_out_errors(pred, cfg, rows) -> dict:
     for stat, e in (("p50", e50), ("pct", ept)):
         out[f"within_10pct_{stat}"] = float(np.mean(e <= 0.10)) if len(e) else None
         out[f"median_err_{stat}"] = float(np.median(e)) if len(e) else None
-        out[f"by_precision_{stat}"] = {p: round(float(np.mean(e[prec == p] <= 0.10)), 3) for p in sorted(set(prec))}
+        out[f"by_precision_{stat}"] = {str(p): round(float(np.mean(e[prec == p] <= 0.10)), 3)
+                                       for p in sorted(set(prec))}
     return out
 
 
