@@ -123,7 +123,10 @@ def plot(runs: dict[str, list[dict]], path: Path, title: str, note: str | None =
             if i == 1:
                 ax.set_xlabel("epoch", fontsize=8)
     axes[0][0].legend(fontsize=7, loc="upper left")
-    fig.suptitle(title + (f"\n{note}" if note else ""), fontsize=8.5, color="black" if not note else "darkred")
+    import textwrap
+
+    text = "\n".join(textwrap.fill(t, 130) for t in [title] + ([note] if note else []))
+    fig.suptitle(text, fontsize=8.5, color="black" if not note else "darkred")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80)
