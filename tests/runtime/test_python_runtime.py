@@ -72,15 +72,16 @@ def test_fresh_venv_with_only_numpy_and_onnxruntime(artifact, tmp_path):
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=True)
     py = env_dir / "bin" / "python"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}  # nothing of this tree
     pip = subprocess.run([str(py), "-m", "pip", "install", "-q", "numpy", "onnxruntime"], capture_output=True,
-                         text=True, timeout=600)
+                         text=True, timeout=600, env=env)
     assert pip.returncode == 0, pip.stderr[-1500:]
-    mods = subprocess.run([str(py), "-m", "pip", "list", "--format=json"], capture_output=True, text=True).stdout
+    mods = subprocess.run([str(py), "-m", "pip", "list", "--format=json"], capture_output=True, text=True,
+                          env=env).stdout
     names = {m["name"].lower() for m in json.loads(mods)}
     assert "torch" not in names and "pillow" not in names and "edgedet" not in names
     img = _image()
     _write_ppm(tmp_path / "img.ppm", img)
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     run = subprocess.run([str(py), "-m", "edgedet_runtime", str(tmp_path / "img.ppm"), "--threshold", "0"],
                          cwd=artifact.dir / "runtime" / "python", capture_output=True, text=True, env=env)
     assert run.returncode == 0, run.stderr
