@@ -86,10 +86,11 @@ def run_child(spec: dict) -> dict:
 
 # ---------------------------------------------------------------------------------------------------- the driver
 def conditions() -> str:
-    info = Path("/proc/cpuinfo").read_text()
-    model = next(x.split(":", 1)[1].strip() for x in info.splitlines() if x.startswith("model name"))
-    flags = next(set(x.split(":", 1)[1].split()) for x in info.splitlines() if x.startswith("flags"))
     import openvino
+
+    from edgedet.devices.agent import cpu_flags, cpu_model
+
+    model, flags = cpu_model(), cpu_flags()
 
     return (f"cpu {model}, {os.cpu_count()} cores, flags {' '.join(f for f in FLAGS if f in flags)}, load average "
             f"{os.getloadavg()[0]:.2f}; openvino {openvino.get_version()}")

@@ -17,7 +17,6 @@ any difference exceeds 1e-4.
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import tempfile
 from pathlib import Path
@@ -33,17 +32,10 @@ from edgedet.importers.rfdetr_parity import compare, offline_rfdetr, save_random
 
 def cpu() -> str:
     """CPU model and the instruction-set flags that decide float kernels (AVX-512, AMX, bf16)."""
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    keep = sorted(f for f in flags if f.startswith(("avx512f", "avx512_bf16", "amx", "avx2", "fma")))
-    return f"{model} ({', '.join(keep) or 'flags unknown'})"
+    from edgedet.devices.agent import cpu_flags, cpu_model
+
+    keep = sorted(f for f in cpu_flags() if f.startswith(("avx512f", "avx512_bf16", "amx", "avx2", "fma")))
+    return f"{cpu_model()} ({', '.join(keep) or 'flags unknown'})"
 
 
 def main() -> int:

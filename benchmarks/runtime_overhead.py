@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -46,10 +45,9 @@ FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8")
 
 
 def conditions(threads: int) -> str:
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    model = next((x.split(":", 1)[1].strip() for x in info.splitlines() if x.startswith("model name")),
-                 platform.processor() or platform.machine())
-    flags = next((set(x.split(":", 1)[1].split()) for x in info.splitlines() if x.startswith("flags")), set())
+    from edgedet.devices.agent import cpu_flags, cpu_model
+
+    model, flags = cpu_model(), cpu_flags()
     import onnxruntime
     import openvino
 

@@ -94,9 +94,9 @@ def bench_target(src: Path, out: Path) -> Path:
 
 
 def conditions() -> str:
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    model = next((x.split(":", 1)[1].strip() for x in info.splitlines() if x.startswith("model name")), "?")
-    flags = next((set(x.split(":", 1)[1].split()) for x in info.splitlines() if x.startswith("flags")), set())
+    from edgedet.devices.agent import cpu_flags, cpu_model
+
+    model, flags = cpu_model(), cpu_flags()
     return (f"[cpu {model}, {os.cpu_count()} cores, {' '.join(f for f in FLAGS if f in flags) or 'no avx512'}; "
             f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}]")
 
