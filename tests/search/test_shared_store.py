@@ -76,7 +76,7 @@ def _front(out: Path) -> list[str]:
 
 
 def _store_front(url: str) -> list[str]:
-    """The front one process computes from the store's measurements (ok, under the 1000 ms budget)."""
+    """The front one process computes from the store's measurements (ok, under the 1000 ms budget), noise-aware."""
     s = Store(url)
     try:
         with s.engine.connect() as c:
@@ -84,8 +84,12 @@ def _store_front(url: str) -> list[str]:
     finally:
         s.close()
     rows.sort(key=lambda r: r.latency_ms)
-    return [f"{rows[i].subnet}@{rows[i].precision}" for i in front([(json.loads(r.ap)["AP"], r.latency_ms)
-                                                                      for r in rows])]
+    pts = [(json.loads(r.ap)["AP"], r.latency_ms) for r in rows]
+    # a noisy measurement never pushes a stable one off the front: the front of all points, plus the front of the
+    # stable points alone (with runs: 5 and repeat_noisy: 0, which ones are flagged noisy is up to the machine)
+    stable = [i for i, r in enumerate(rows) if not json.loads(r.record)["noisy"]]
+    idx = set(front(pts)) | {stable[k] for k in front([pts[i] for i in stable])}
+    return [f"{rows[i].subnet}@{rows[i].precision}" for i in sorted(idx, key=lambda i: (pts[i][1], -pts[i][0]))]
 
 
 @pytest.fixture(scope="module")
