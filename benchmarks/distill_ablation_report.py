@@ -4,7 +4,8 @@
 
 Reads RUN/ARM/evals.jsonl (one line per epoch), RUN/plan.json and RUN/target.json. The table compares every arm at
 the last epoch all arms reached with the range of the baseline seeds (baseline, baseline_s1, baseline_s2): a value
-above the highest seed is marked `+`, below the lowest `-`. A run that has not reached its target epochs is labelled
+above the highest seed is marked `+`, below the lowest `-`; two more tables give the learning curves (AP50 / AP75
+per epoch and arm, marked the same way) at the largest and the smallest subnet. A run that has not reached its target epochs is labelled
 PARTIAL in the table and in the figure, with the epochs each arm reached.
 """
 from __future__ import annotations
@@ -84,6 +85,23 @@ def table(runs: dict[str, list[dict]], target: int | None = None, costs: dict | 
         lines += ["", "Inference cost (analytic, batch 1): " + "; ".join(
             f"{name} {sub} {c['gflops']:.2f} GFLOPs, {c['params_m']:.2f} M params" for name, subs in costs.items()
             for sub, c in subs.items())]
+    return "\n".join(lines)
+
+
+def curves_table(runs: dict[str, list[dict]], sub: str) -> str:
+    """Markdown learning curves of one subnet ("largest" or "smallest"): a row per epoch that every arm reached,
+    a column per arm with AP50 / AP75, arms marked +/- against the baseline seeds' range at that epoch."""
+    if not runs:
+        return ""
+    n = min(len(rows) for rows in runs.values())
+    arms = list(runs)
+    sid = next(iter(runs.values()))[0][sub]["id"]
+    lines = [f"{sub.capitalize()} subnet `{sid}`, AP50 / AP75 per epoch:", "",
+             "| epoch | " + " | ".join(LABELS[a] for a in arms) + " |", "|---" * (len(arms) + 1) + "|"]
+    for e in range(1, n + 1):
+        cells = [" / ".join(_mark(runs[a][e - 1][sub][m], seed_range(runs, e, sub, m), a) for m in ("AP50", "AP75"))
+                 for a in arms]
+        lines.append(f"| {e} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -172,6 +190,8 @@ def main(argv=None) -> None:
     note = progress_note(runs, target)
     plot(runs, a.png, title, note)
     print(table(runs, target, inference_costs(a.out, runs)))
+    for sub in ("largest", "smallest"):
+        print("\n" + curves_table(runs, sub))
     print(f"\nwrote {a.png} ({a.png.stat().st_size // 1024} KB)")
 
 

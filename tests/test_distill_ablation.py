@@ -66,6 +66,20 @@ def test_table_marks_arms_against_the_seed_range(tmp_path):
     assert rows["+DSI/GAM"][7].startswith("0.20")  # 2 x 360 CPU s
 
 
+def test_curves_table_has_a_row_per_epoch_marked_against_the_seeds_of_that_epoch(tmp_path):
+    _write_run(tmp_path, {**SEEDS3, "dsi": [(0.2, 0.2), (0.4, 0.3)], "fdr": [(0.1, 0.1), (0.19, 0.01)]}, target=2)
+    runs = rep.load(tmp_path)
+    big = rep.curves_table(runs, "largest").splitlines()
+    assert big[2] == "| epoch | baseline seed 0 | baseline seed 1 | baseline seed 2 | +DSI/GAM | +FDR |"
+    rows = [line.split(" | ") for line in big if line.startswith(("| 1 ", "| 2 "))]
+    assert [r[0] for r in rows] == ["| 1", "| 2"]
+    # epoch 1: every seed at AP50 0.1 -> dsi 0.2 above; epoch 2: seeds 0.18-0.22 -> dsi 0.4 above, fdr 0.19 inside
+    assert rows[0][4].startswith("0.2000+ / ") and rows[1][4].startswith("0.4000+ / ")
+    assert rows[1][5].startswith("0.1900 / ") and rows[1][1].startswith("0.2000 / ")
+    small = rep.curves_table(runs, "smallest")
+    assert "Smallest subnet" in small and "| 2 | 0.1000 / " in small
+
+
 def test_partial_run_is_labelled_with_each_arms_epochs(tmp_path):
     _write_run(tmp_path, {**SEEDS3, "dsi": [(0.2, 0.2)]}, target=15)
     runs = rep.load(tmp_path)
