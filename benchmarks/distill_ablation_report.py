@@ -5,8 +5,8 @@
 Reads RUN/ARM/evals.jsonl (one line per epoch), RUN/plan.json and RUN/target.json. The table compares every arm at
 the last epoch all arms reached with the range of the baseline seeds (baseline, baseline_s1, baseline_s2): a value
 above the highest seed is marked `+`, below the lowest `-`; two more tables give the learning curves (AP50 / AP75
-per epoch and arm, marked the same way) at the largest and the smallest subnet. A run that has not reached its target epochs is labelled
-PARTIAL in the table and in the figure, with the epochs each arm reached.
+per epoch and arm, marked the same way) at the largest and the smallest subnet. A run that has not reached its
+target epochs is labelled PARTIAL in the table and in the figure, with the epochs each arm reached.
 """
 from __future__ import annotations
 
