@@ -6,7 +6,8 @@ Optuna: in memory by default, shared through the store in edgedet search). Given
 it makes the same choices, which is what lets several processes sharing one store split the work (each computes
 the same next batch; search/claims.py hands out its candidates).
 
-1. initial design: subnets spread over the cost terms at the first precision, pairs at the others.
+1. initial design: a few subnets spread over the cost terms at the first precision (4 for budgets up to 29), the
+   smallest of them at every other precision (its ratio to the first; more from budgets of 48 on).
 2. rounds: fit the predictor; NSGA-II proposes over the estimates; candidates on or near the estimated front (within
    the predictor's leave-one-out error) that are not measured yet are measured, a few per round, picked by
    hypervolume gain; until no unmeasured candidate is near the front or the budget is spent.
@@ -23,7 +24,7 @@ import numpy as np
 from ..config import SearchSpace, SubnetConfig, SupernetConfig, TargetSpec
 from .pareto import dominates, front, hypervolume
 from .predictor import LatencyPredictor
-from .space import Candidate, features
+from .space import FEATURE_KINDS, Candidate, features
 from .store import Measurement
 
 Say = Callable[[str], None]
@@ -134,8 +135,8 @@ class Explorer:
         def spent() -> int:
             return sum(1 for k in self.measurer.measured() if k in by_id)
 
-        n = max(6, min(budget // 3, 8))
-        init = initial_design(self.cfg, subs, list(t.precisions), n, max(2, min(n // 2, budget // 6)), seed)
+        n = max(4, min(budget // 6, 8))  # small: the pooled cost model needs few points, the front needs the rest
+        init = initial_design(self.cfg, subs, list(t.precisions), n, max(1, min(n // 4, budget // 24)), seed)
         done = self.measurer.measured()  # on --resume: the initial design's measured part is not counted twice
         self.measurer.measure([c for c in init if c.id not in done][:max(0, budget - spent())])
         seen: dict[str, Candidate] = {c.id: c for c in init}
@@ -197,7 +198,7 @@ def fit_predictor(cfg: SupernetConfig, rows: list[Measurement], percentile: int,
             feats.setdefault(m.precision, []).append(feat(SubnetConfig.parse(m.subnet)))
             p50.setdefault(m.precision, []).append(p50_of(m))
             pct.setdefault(m.precision, []).append(m.latency_ms)
-    return LatencyPredictor(percentile).fit(feats, p50, pct) if p50 else None
+    return LatencyPredictor(percentile, kinds=FEATURE_KINDS).fit(feats, p50, pct) if p50 else None
 
 
 def p50_of(m: Measurement) -> float:
@@ -260,8 +261,9 @@ def pick(todo: list[Estimate], ests: list[Estimate], k: int, margin: float, ref_
 def initial_design(cfg, subs: list[SubnetConfig], precisions: list[str], n: int, n_other: int,
                    seed: int = 0) -> list[Candidate]:
     """n subnets chosen to pin the latency model's terms (greedy D-optimal over their cost features, starting from
-    the smallest and the largest by FLOPs) at the first precision, and the first n_other of them at each other
-    precision (pairs of the same subnet give its per-term ratios). `seed` breaks FLOPs ties."""
+    the smallest and the largest by FLOPs) at the first precision, and the first n_other of them (the smallest first)
+    at each other precision: the same subnet at two precisions gives their ratio, from which the pooled cost model
+    starts. `seed` breaks FLOPs ties."""
     from ..model.cost import subnet_cost
     from .space import d_optimal
 

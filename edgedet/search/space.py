@@ -34,6 +34,8 @@ def candidates(space: SearchSpace, cfg: SupernetConfig, target: TargetSpec) -> l
 
 FEATURES = ("const", "backbone_gflops", "backbone_attn_gflops", "tokens_k", "memory_k", "dec_layers",
             "dec_query_layers_100", "decoder_gflops")
+# what the predictor assumes of each term: the constant, compute (GFLOPs, sped up by a precision's kernels), overhead
+FEATURE_KINDS = ("const", "compute", "compute", "overhead", "overhead", "overhead", "overhead", "compute")
 
 
 def features(cfg: SupernetConfig, s: SubnetConfig) -> np.ndarray:

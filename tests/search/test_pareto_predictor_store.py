@@ -46,24 +46,37 @@ def test_predictor_recovers_an_additive_cost_model_and_borrows_ratios():
     assert p.predict(x[25], "int8") == pytest.approx(0.5 * y[25], rel=0.15)
 
 
-def test_sparse_precision_learns_per_term_ratios_and_stays_near_the_median_ratio_with_few_points():
-    # int8 halves term 1 (compute) but doubles term 2 (say, attention on a CPU without int8 kernels for it)
+def test_sparse_precision_learns_its_compute_and_overhead_scales_and_keeps_the_median_ratio_with_one_point():
+    # int8 halves the compute terms (GFLOPs) and adds 30% to the overhead terms: two measured int8 subnets (a small
+    # and a large one) pin both scales; one gives the base model times its ratio
     rng = np.random.default_rng(1)
-    w = np.array([1.0, 6.0, 3.0, 0.5])
-    x = np.abs(rng.normal(size=(40, 4))) + 0.1
+    kinds = ("const", "compute", "compute", "overhead", "compute")
+    w = np.array([2.0, 6.0, 3.0, 0.5, 2.0])
+    x = np.abs(rng.normal(size=(40, 5))) + 0.1
     x[:, 0] = 1
+    x[:, [1, 2, 4]] *= rng.uniform(0.05, 1.0, size=(40, 1))  # subnet size: small ones are mostly overhead
     y = x @ w
-    y8 = x @ (w * np.array([1.0, 0.5, 2.0, 1.0]))
-    fit = LatencyPredictor(min_points=6).fit
-    few = fit({"fp32": list(x[:20]), "int8": list(x[20:22])}, {"fp32": list(y[:20]), "int8": list(y8[20:22])})
-    ratio = np.median(y8[20:22] / y[20:22])
-    # two points: close to the base model times their median ratio (the ridge pull), not an exact fit
-    assert np.allclose(few.models["int8"] / few.models["fp32"], ratio, rtol=0.35)
-    more = fit({"fp32": list(x[:20]), "int8": list(x[20:25])}, {"fp32": list(y[:20]), "int8": list(y8[20:25])})
-    err = lambda p: np.median([abs(p.predict(x[i], "int8") - y8[i]) / y8[i] for i in range(25, 40)])
-    flat = np.median([abs(x[i] @ w * ratio - y8[i]) / y8[i] for i in range(25, 40)])
-    assert err(more) < 0.5 * flat and err(more) < 0.05  # five points: the per-term ratios beat one ratio
-    assert more.models["int8"][2] > more.models["fp32"][2] > more.models["int8"][1] / 2
+    y8 = x @ (w * np.array([1.3, 0.5, 0.5, 1.3, 0.5]))
+    fit = LatencyPredictor(kinds=kinds).fit
+    small, large = int(np.argmin(y[20:])) + 20, int(np.argmax(y[20:])) + 20
+    two = fit({"fp32": list(x[:20]), "int8": [x[small], x[large]]}, {"fp32": list(y[:20]), "int8": [y8[small], y8[large]]})
+    assert two.scales["fp32"] == pytest.approx([1, 1]) and two.scales["int8"] == pytest.approx([1.3, 0.5], rel=0.1)
+    err = [abs(two.predict_p50(x[i], "int8") - y8[i]) / y8[i] for i in range(20, 40)]
+    assert np.median(err) < 0.03 and max(err) < 0.10  # the pull towards constant + cost per GFLOP costs a little
+    exact = LatencyPredictor(kinds=kinds, w_ridge=0.0).fit({"fp32": list(x[:20]), "int8": [x[small], x[large]]},
+                                                           {"fp32": list(y[:20]), "int8": [y8[small], y8[large]]})
+    assert max(abs(exact.predict_p50(x[i], "int8") - y8[i]) / y8[i] for i in range(20, 40)) < 0.02
+    one = fit({"fp32": list(x[:20]), "int8": [x[large]]}, {"fp32": list(y[:20]), "int8": [y8[large]]})
+    ratio = y8[large] / y[large]
+    assert one.scales["int8"][0] == pytest.approx(one.scales["int8"][1]) == pytest.approx(ratio, rel=0.05)
+    assert one.borrowed["int8"] == ("fp32", pytest.approx(ratio, rel=0.05))
+    # no term kinds: one scale per term (what a precision does to each term separately), from five points
+    per_term = LatencyPredictor(ratio_ridge=0.1).fit({"fp32": list(x[:20]), "int8": list(x[20:25])},
+                                                     {"fp32": list(y[:20]), "int8": list(y8[20:25])})
+    assert len(per_term.scales["int8"]) == 5
+    err = np.median([abs(per_term.predict_p50(x[i], "int8") - y8[i]) / y8[i] for i in range(25, 40)])
+    flat = np.median([abs(x[i] @ w * np.median(y8[20:25] / y[20:25]) - y8[i]) / y8[i] for i in range(25, 40)])
+    assert err < 0.5 * flat
 
 
 def test_d_optimal_design_spreads_over_the_cost_terms_not_only_flops():
