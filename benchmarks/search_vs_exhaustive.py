@@ -1,7 +1,7 @@
 """Search vs exhaustive measurement on one space of the demo supernet and one target.
 
     python benchmarks/search_vs_exhaustive.py [--target local_cpu] [--space benchmarks/spaces/onnxruntime_576.yaml]
-        [--out DIR] [--val-images 50] [--replay 20] [--skip-search] [--skip-exhaustive] [--minutes M]
+        [--out DIR] [--val-images 50] [--replay 20] [--skip-search] [--skip-exhaustive] [--minutes M] [--csv FILE]
     python benchmarks/search_vs_exhaustive.py --target cpu_openvino --space benchmarks/spaces/openvino_288.yaml
 
 The target (a shipped target's name or a YAML file) is used with its own runtime and benchmark settings except a
@@ -51,6 +51,8 @@ def main() -> None:
     ap.add_argument("--skip-exhaustive", action="store_true", help="measure nothing more on the exhaustive side")
     ap.add_argument("--minutes", type=float, help="stop measuring the exhaustive side after this long (resumable)")
     ap.add_argument("--replay", type=int, default=20, metavar="K", help="replayed seeds (default 20)")
+    ap.add_argument("--csv", type=Path, metavar="FILE", help="also write every exhaustive measurement (subnet, "
+                    "precision, p50/p90 ms, the 8 cost features) to FILE, as in tests/search/data")
     args = ap.parse_args()
 
     from edgedet.config import load_target, resolve_target
@@ -78,7 +80,27 @@ def main() -> None:
     ex = Exhaustive(target, space, out, args.val_images)
     if not args.skip_exhaustive:
         ex.measure(args.minutes)
+    if args.csv:
+        export_csv(ex, args.csv)
     figures(ex, man, args.replay, out)
+
+
+def export_csv(ex: "Exhaustive", path: Path) -> None:
+    """The exhaustive measurements with their cost features: what tests/search/test_predictor_measured.py reads."""
+    import csv
+
+    from edgedet.config import SubnetConfig
+    from edgedet.search.explore import p50_of
+    from edgedet.search.space import features
+
+    cfg = ex.inputs.net.cfg
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["subnet", "precision", "p50_ms", "p90_ms"] + [f"f{i}" for i in range(8)])
+        for _, m in sorted(ex.rows().items()):
+            w.writerow([m.subnet, m.precision, f"{p50_of(m):.4f}", f"{m.latency_ms:.4f}"]
+                       + [f"{v:.6g}" for v in features(cfg, SubnetConfig.parse(m.subnet))])
+    print(f"wrote {path}")
 
 
 def bench_target(src: Path, out: Path) -> Path:
