@@ -1,10 +1,9 @@
 """The latency predictor on real measurements: every candidate of two search spaces measured on this project's
 CI-class machine (tests/search/data/*.csv, written by `benchmarks/search_vs_exhaustive.py ... --csv FILE` from its
-exhaustive store: an
-Intel Xeon VM, 2 cores, AVX-512 / AMX; OpenVINO fp32/bf16/int8 and ONNX Runtime fp32/int8; columns: subnet,
-precision, p50 and p90 in ms, then the 8 cost features of the demo supernet). Fitted on what a search with a 5%
-budget measures first (a D-optimal design at the first precision, its first two subnets at every other one, a few
-more), it must predict the held-out candidates."""
+exhaustive store: an Intel Xeon VM, 2 cores, AVX-512 / AMX; OpenVINO fp32/bf16/int8 and ONNX Runtime fp32/int8;
+columns: subnet, precision, p50 and p90 in ms, then the 8 cost features of the demo supernet). Fitted on 5% of the
+candidates (6 subnets by D-optimal design at the first precision, the first two of them at every other one, the
+rest at random), it must predict the held-out candidates."""
 from __future__ import annotations
 
 import csv
