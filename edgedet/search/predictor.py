@@ -18,8 +18,9 @@
   1 and 3 only (up to MAX_LOO points; W_RIDGE above). Letting leave-one-out drop the pull (0 or 0.3) matched on the
   median but lost badly on some seeds: a search's points cluster near the front (all 30 queries, say), where
   leave-one-out cannot see an extrapolation to the rest of the space. From min_points measurements on, a
-  precision gets a model of its own where that predicts its held-out points better (below that, an own model of
-  the base next to the pooled one made the other precisions' scales refer to a different model).
+  precision gets a model of its own where that predicts its held-out points better; the other precisions keep
+  their scales on the shared w. (From 20 points, an own model of the base beside the pooled one cost the worst ONNX
+  Runtime replay seed 48% -> 35% of held-out candidates within 10%.)
 - the target's percentile = p50 x the precision's tail ratio (the median of percentile / p50 over its measurements;
   the median over all precisions for one not measured yet): the tail of a short benchmark scatters far more than its
   median, so it is not fitted term by term.
@@ -51,7 +52,9 @@ class LatencyPredictor:
         self.kinds = kinds
         self.ratio_ridge = self.RATIO_RIDGE if ratio_ridge is None else ratio_ridge
         self.w_ridge_fixed = w_ridge  # None: chosen per fit (no pull without term kinds)
-        self.w_ridge = 0.0
+        self.w_ridge = 0.0  # the pull on w of the last fit
+        self._const = np.array([kd == "const" for kd in kinds]) if kinds is not None else None
+        self._compute = np.array([kd == "compute" for kd in kinds]) if kinds is not None else None
         self.models: dict[str, np.ndarray] = {}  # effective p50 weights per precision (shared w x its scales)
         self.scales: dict[str, np.ndarray] = {}  # per precision, one scale per group of terms (base: ones)
         self.borrowed: dict[str, tuple[str, float]] = {}  # pooled precision -> (base precision, median ratio)
@@ -63,34 +66,40 @@ class LatencyPredictor:
 
     # ------------------------------------------------------------------------------------------------- fitting
     def _groups(self, k: int) -> np.ndarray:
+        """The scale group of each term: 0 the constant and overhead terms, 1 the compute terms (with kinds; see
+        scale_groups), else one group per term."""
         if self.kinds is None:
             return np.arange(k)
         if len(self.kinds) != k:
             raise ValueError(f"{len(self.kinds)} term kinds for {k} features")
-        return np.array([int(kd == "compute") for kd in self.kinds])
+        return self._compute.astype(int)
 
-    def _prior(self, a: np.ndarray) -> np.ndarray:
-        """Weights of "constant + one cost per GFLOP" fitted on the relative rows a (zeros without kinds)."""
-        k = a.shape[1]
-        if self.kinds is None or not self.w_ridge:
-            return np.zeros(k)
-        const = np.array([kd == "const" for kd in self.kinds])
-        comp = np.array([kd == "compute" for kd in self.kinds])
-        c, _ = nnls(np.stack([a[:, const].sum(1), a[:, comp].sum(1)], 1), np.ones(len(a)))
-        return np.where(const, c[0], np.where(comp, c[1], 0.0))
+    @property
+    def scale_groups(self) -> tuple[str, ...] | None:
+        """Names of the entries of each precision's scales (None without kinds: one per feature)."""
+        return ("overhead", "compute") if self.kinds is not None else None
 
-    def _joint(self, x: np.ndarray, y: np.ndarray, prec: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Shared weights w and per-precision group scales (the base's: ones) on rows x, p50 y, precisions prec."""
+    def _prior(self, a: np.ndarray, mu: float) -> np.ndarray:
+        """Weights of "constant + one cost per GFLOP" fitted on the relative rows a (zeros without kinds or pull)."""
+        if self.kinds is None or not mu:
+            return np.zeros(a.shape[1])
+        c, _ = nnls(np.stack([a[:, self._const].sum(1), a[:, self._compute].sum(1)], 1), np.ones(len(a)))
+        return np.where(self._const, c[0], np.where(self._compute, c[1], 0.0))
+
+    def _joint(self, x: np.ndarray, y: np.ndarray, prec: np.ndarray,
+               mu: float) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Shared weights w (pulled towards the prior with strength mu) and per-precision group scales (the base's:
+        ones) on rows x, p50 y, precisions prec."""
         g = self._groups(x.shape[1])
         n_g = int(g.max()) + 1
         s = {p: np.ones(n_g) for p in dict.fromkeys(prec.tolist())}
         rows = {p: prec == p for p in s if p != self._base}
-        lam, mu = self.ratio_ridge, self.w_ridge
+        lam = self.ratio_ridge
         last = None
         for _ in range(self.ITERS):
             a = x * np.stack([s[p][g] for p in prec]) / y[:, None]
             d = np.sqrt(mu) * np.maximum(a.mean(0), 1e-12)  # pull in units of each term's mean latency share
-            w, _ = nnls(np.vstack([a, np.diag(d)]), np.concatenate([np.ones(len(y)), d * self._prior(a)]),
+            w, _ = nnls(np.vstack([a, np.diag(d)]), np.concatenate([np.ones(len(y)), d * self._prior(a, mu)]),
                         maxiter=50 * x.shape[1])
             for p, m in rows.items():
                 c = np.stack([(x[m] * w * (g == j)).sum(1) for j in range(n_g)], 1) / y[m][:, None]
@@ -112,7 +121,7 @@ class LatencyPredictor:
             return [np.array([i]) for i in range(n)]
         return [np.flatnonzero(np.arange(n) % self.MAX_LOO == f) for f in range(self.MAX_LOO)]
 
-    def _joint_loo(self, x: np.ndarray, y: np.ndarray, prec: np.ndarray) -> np.ndarray:
+    def _joint_loo(self, x: np.ndarray, y: np.ndarray, prec: np.ndarray, mu: float) -> np.ndarray:
         out = np.full(len(y), np.nan)
         g = self._groups(x.shape[1])
         for idx in self._held_out(len(y)):
@@ -120,7 +129,7 @@ class LatencyPredictor:
             keep[idx] = False
             if not (prec[keep] == self._base).any():
                 continue
-            w, s = self._joint(x[keep], y[keep], prec[keep])
+            w, s = self._joint(x[keep], y[keep], prec[keep], mu)
             for i in idx:
                 out[i] = x[i] @ (w * s[prec[i]][g]) if prec[i] in s else np.nan
         return out
@@ -149,16 +158,13 @@ class LatencyPredictor:
         x, y = np.vstack([xs[p] for p in had]), np.concatenate([ys[p] for p in had])
         prec = np.concatenate([[p] * len(ys[p]) for p in had])
         if self.w_ridge_fixed is not None or self.kinds is None or len(y) > self.MAX_LOO:
-            self.w_ridge = self.w_ridge_fixed if self.w_ridge_fixed is not None else \
-                self.W_RIDGE if self.kinds is not None else 0.0
-            loo = self._joint_loo(x, y, prec)
+            mu = self.w_ridge_fixed if self.w_ridge_fixed is not None else self.W_RIDGE if self.kinds else 0.0
+            tried = {mu: self._joint_loo(x, y, prec, mu)}
         else:
-            tried = {}
-            for self.w_ridge in self.W_RIDGES:
-                tried[self.w_ridge] = self._joint_loo(x, y, prec)
-            self.w_ridge = min(tried, key=lambda v: _mean_rel(tried[v], y))  # min keeps the first of ties
-            loo = tried[self.w_ridge]
-        w, s = self._joint(x, y, prec)
+            tried = {mu: self._joint_loo(x, y, prec, mu) for mu in self.W_RIDGES}
+        self.w_ridge = mu = min(tried, key=lambda v: _mean_rel(tried[v], y))  # min keeps the first of ties
+        loo = tried[mu]
+        w, s = self._joint(x, y, prec, mu)
         g = self._groups(k)
         for p in ys:
             self.scales[p] = s.get(p, np.ones(int(g.max()) + 1))

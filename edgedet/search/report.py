@@ -172,8 +172,9 @@ def finish(run: SearchRun, found: Exploration, measured: dict[str, Measurement],
                 "predictor": {"type": "p50: NNLS on cost features shared by all precisions x per-precision "
                                       "compute/overhead scales; percentile: p50 x the precision's tail ratio",
                               "w_ridge": pred.w_ridge if pred else None,
-                              "scales": ({p: [round(float(v), 4) for v in sc] for p, sc in pred.scales.items()}
-                                         if pred else None),
+                              "scales": ({p: dict(zip(pred.scale_groups or range(len(sc)),
+                                                      [round(float(v), 4) for v in sc]))
+                                              for p, sc in pred.scales.items()} if pred else None),
                               "loo_rel_err_median": round(float(loo[len(loo) // 2]), 4) if loo else None,
                               **(pred.summary() if pred else {})},
                 "wall_s": round(now - run.started, 1),
