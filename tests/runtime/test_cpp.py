@@ -59,13 +59,15 @@ def ov(tmp_path_factory):
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
     """The first demo val images (seed 0, 320 px: the same files as the demo val set), plus a non-square,
-    odd-sized crop so that x and y scale differently."""
+    odd-sized crop so that x and y scale differently and a wide strip (960 px: scaled down by 5x in x)."""
     from edgedet.data.synthetic import generate
 
     root = tmp_path_factory.mktemp("demo_val")
     generate(root, 0, 4, seed=0, image_size=320)
     rgbs = [np.array(Image.open(p).convert("RGB")) for p in sorted((root / "valid").glob("*.jpg"))]
     rgbs.append(np.ascontiguousarray(rgbs[1][13:220, 7:308]))  # 207 x 301
+    rgbs.append(np.ascontiguousarray(np.repeat(rgbs[2][40:190], 3, axis=1)))  # 150 x 960: more than twice the
+    # output's width, where detector.cpp blends only the columns it samples
     return [(write_ppm(root / f"{i}.ppm", im), im) for i, im in enumerate(rgbs)]
 
 
