@@ -31,7 +31,9 @@ def _tables(h: int, w: int, r: int, scale_255: bool):
         x0, x1, wx0, wx1 = _axis_weights(r, w)
         if scale_255:  # uint8 input: the division by 255 is folded into the column weights
             wx0, wx1 = wx0 / np.float32(255), wx1 / np.float32(255)
-        _TABLES[key] = (y0, y1, wy0[:, None, None], wy1[:, None, None], x0, x1, wx0, wx1)
+        rgb = np.arange(3)  # columns as offsets into an interleaved RGB row, weights repeated per channel
+        _TABLES[key] = (y0, y1, wy0[:, None], wy1[:, None], (x0[:, None] * 3 + rgb).ravel(),
+                        (x1[:, None] * 3 + rgb).ravel(), np.repeat(wx0, 3), np.repeat(wx1, 3))
     return _TABLES[key]
 
 
@@ -41,24 +43,30 @@ def preprocess(rgb: np.ndarray, resolution: int) -> np.ndarray:
     The arithmetic, in float32 and in this order (the C++ runtime's detector.cpp does the same, so both give the
     same tensor bit for bit): rows  r = v[y0] * wy0 + v[y1] * wy1   (v: the pixel as float, 0..255 for uint8),
     then  out = r[x0] * wx0' + r[x1] * wx1'  with wx' = wx / 255 for uint8 input (wx for float input). The index and
-    weight tables are computed once per input size."""
+    weight tables are computed once per input size. Rows are gathered as uint8 and blended on interleaved RGB rows,
+    columns gathered on those rows, and the last addition writes the channel-first tensor directly (the fastest of
+    the bit-exact orderings tried: README, "C++ runtime")."""
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.shape[0] < 1 or rgb.shape[1] < 1:
         raise ValueError(f"expected an RGB image [H,W,3], got shape {rgb.shape}")
     if rgb.dtype != np.uint8 and not np.issubdtype(rgb.dtype, np.floating):
         raise ValueError(f"expected a uint8 (0..255) or float ([0,1]) image, got {rgb.dtype}")
     r = int(resolution)
+    h, w = rgb.shape[:2]
     u8 = rgb.dtype == np.uint8
-    img = rgb if u8 else rgb.astype(np.float32, copy=False)
-    y0, y1, wy0, wy1, x0, x1, wx0, wx1 = _tables(rgb.shape[0], rgb.shape[1], r, u8)
-    rows = np.multiply(img.take(y0, axis=0), wy0, dtype=np.float32)
-    rows += np.multiply(img.take(y1, axis=0), wy1, dtype=np.float32)
-    chw = np.ascontiguousarray(rows.transpose(2, 0, 1))  # [3,R,W]: the column gathers run along the last axis
-    out = chw.take(x0, axis=2)
-    out *= wx0
-    right = chw.take(x1, axis=2)
+    y0, y1, wy0, wy1, x0, x1, wx0, wx1 = _tables(h, w, r, u8)
+    flat = np.ascontiguousarray(rgb).reshape(h, w * 3)
+    rows = flat.take(y0, axis=0).astype(np.float32)  # [R, 3W]
+    rows *= wy0
+    other = flat.take(y1, axis=0).astype(np.float32)
+    other *= wy1
+    rows += other
+    left = rows.take(x0, axis=1, mode="clip")  # [R, 3R] interleaved; the indices are in range by construction
+    left *= wx0
+    right = rows.take(x1, axis=1, mode="clip")
     right *= wx1
-    out += right
-    return out[None]
+    out = np.empty((1, 3, r, r), np.float32)
+    np.add(left.reshape(r, r, 3).transpose(2, 0, 1), right.reshape(r, r, 3).transpose(2, 0, 1), out=out[0])
+    return out
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
