@@ -1,7 +1,7 @@
 """Why OpenVINO latency moves between measurements of one IR, and which benchmark settings make it repeatable.
 
     python benchmarks/openvino_stability.py [--out runs/bench/openvino_stability] [--procs 3] [--repeats 3]
-                                            [--only warmup,repeat,settings]
+                                            [--only warmup,repeat,settings] [--variants 'A;B'] [--subnet ID]
 
 Artifacts: three subnets of the demo supernet (small, medium, large) compiled for targets/cpu_openvino.yaml at fp32,
 bf16 and int8 (NNCF, 16 calibration images), once, into OUT/ir (reused by later runs). Every measurement runs in a
@@ -66,9 +66,22 @@ def child(spec: dict) -> dict:
         a = np.asarray(times)
         reps.append({"p50": float(np.median(a)), "p90": float(np.percentile(a, 90)), "n": len(a)})
     out["repeats"] = reps
+    out["anon_huge_kib"] = _anon_huge_kib()
     out["load"] = machine.between(before, machine.snapshot())
     out["steal_s"] = (_steal() - stat0) / os.sysconf("SC_CLK_TCK")
     return out
+
+
+def _anon_huge_kib() -> int:
+    """This process's anonymous memory backed by transparent huge pages (KiB), -1 where the kernel does not say."""
+    try:
+        with open("/proc/self/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("AnonHugePages:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return -1
 
 
 def _steal() -> int:
@@ -78,7 +91,7 @@ def _steal() -> int:
 
 def run_child(spec: dict) -> dict:
     r = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True, text=True,
-                       env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=600)
+                       env=dict(os.environ, PYTHONPATH=str(ROOT), **spec.get("env", {})), timeout=600)
     if r.returncode:
         raise SystemExit(f"child failed: {r.stderr.strip()[-2000:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -176,28 +189,39 @@ VARIANTS = {
     "runs >= 2 s": ({}, dict(BENCH, min_duration_s=2.0)),
     "ENABLE_CPU_PINNING": ({"pin_threads": True}, BENCH),
     "1 thread": ({"threads": 1}, BENCH),
+    # glibc >= 2.35: malloc asks for transparent huge pages (madvise) for its heaps and large blocks, so the
+    # weights and activations land on 2 MiB pages whatever the physical placement of a fresh process
+    "malloc huge pages": ({"env": {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}}, BENCH),
 }
 
 
-def exp_settings(irs: dict, procs: int) -> dict:
-    cids = [f"{SUBNETS[1]}@{p}" for p in PRECISIONS]
+def exp_settings(irs: dict, procs: int, variants: list[str], subnet: str = SUBNETS[1]) -> dict:
+    cids = [f"{subnet}@{p}" for p in PRECISIONS]
     print(f"\n== settings: {', '.join(cids)}; {procs} fresh processes per variant (interleaved), one benchmark each")
-    got = {(v, c): [] for v in VARIANTS for c in cids}
+    got = {(v, c): [] for v in variants for c in cids}
+    huge = {v: [] for v in variants}
     for _ in range(procs):
-        for v, (opts, bench) in VARIANTS.items():
+        for v in variants:
+            opts, bench = VARIANTS[v]
+            env = opts.get("env", {})
+            opts = {k: x for k, x in opts.items() if k != "env"}
             for c in cids:
-                got[v, c].append(run_child({"ir": irs[c], "options": opts, "repeats": 1, **bench})["repeats"][0])
+                r = run_child({"ir": irs[c], "options": opts, "env": env, "repeats": 1, **bench})
+                got[v, c].append(r["repeats"][0])
+                huge[v].append(r.get("anon_huge_kib", -1))
     res = {}
-    print(f"{'variant':40} " + " ".join(f"{c.split('@')[1] + ' p50 (spread)':>22}" for c in cids))
-    for v in VARIANTS:
+    print(f"{'variant':40} " + " ".join(f"{c.split('@')[1] + ' p50 (spread)':>22}" for c in cids)
+          + "  THP MiB")
+    for v in variants:
         cells = []
         for c in cids:
             p50 = [r["p50"] for r in got[v, c]]
             p90 = [r["p90"] for r in got[v, c]]
             res[f"{v} | {c}"] = {"p50_ms": float(np.median(p50)), "between_p50": rel_range(p50),
-                                 "between_p90": rel_range(p90)}
+                                 "between_p90": rel_range(p90), "p50s": p50, "p90s": p90}
             cells.append(f"{np.median(p50):7.2f} ({rel_range(p50):5.1%}/{rel_range(p90):5.1%})")
-        print(f"{v:40} " + " ".join(f"{c:>22}" for c in cells), flush=True)
+        res[f"{v} | anon_huge_mib"] = float(np.median(huge[v])) / 1024
+        print(f"{v:40} " + " ".join(f"{c:>22}" for c in cells) + f"  {np.median(huge[v]) / 1024:7.1f}", flush=True)
     print("(spread: (max - min) / median over the processes, of p50 / of p90)")
     return res
 
@@ -209,6 +233,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=BENCH["warmup"], help="warm-up of the repeat experiment")
     ap.add_argument("--only", default="warmup,repeat,settings")
+    ap.add_argument("--variants", default=";".join(VARIANTS),
+                    help="settings experiment: variants separated by ';' (default: all): " + "; ".join(VARIANTS))
+    ap.add_argument("--subnet", default=SUBNETS[1], choices=SUBNETS, help="settings experiment: the subnet")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -224,7 +251,11 @@ def main() -> None:
     if "repeat" in only:
         res["repeat"] = exp_repeat(irs, args.procs, args.repeats, dict(BENCH, warmup=args.warmup))
     if "settings" in only:
-        res["settings"] = exp_settings(irs, args.procs)
+        variants = [v.strip() for v in args.variants.split(";") if v.strip()]
+        unknown = [v for v in variants if v not in VARIANTS]
+        if unknown:
+            sys.exit(f"error: --variants: unknown {unknown}; known: {list(VARIANTS)}")
+        res["settings"] = exp_settings(irs, args.procs, variants, args.subnet)
     print(f"\n{conditions()}; {time.time() - t0:.0f} s")
     (args.out / "result.json").write_text(json.dumps(res, indent=1))
 
