@@ -9,6 +9,8 @@ is given), on the first demo val image (320x320):
   Python  the artifact's own runtime/python package (Detector.detect: core.preprocess + the runner + postprocess)
           against the same runner's infer() on the preprocessed tensor, alternating call by call in this process;
           for the ONNX Runtime artifact (the demo's target, targets/local_cpu.yaml) and the OpenVINO one
+  Python, compiled pre   the same with Detector(preprocess_library=libedgedet_preprocess): the C++ runtime's
+          resize (src/preprocess.cpp, built from the OpenVINO project) through ctypes, the same tensor bit for bit
   C++     edgedet_example --time (OpenVINO: the C++ SDK available here): detect() and InferRequest::infer() alone,
           alternating call by call in that process
 Each is run in `rounds` rounds (so that slow drift of a shared machine hits every figure); the table shows the median
@@ -37,7 +39,7 @@ from edgedet.data.demo import demo_checkpoint
 from edgedet.data.synthetic import generate
 from edgedet.deploy import compile_subnet
 from edgedet.runtime import core
-from edgedet.runtime.cpp import build_cpp, example_path
+from edgedet.runtime.cpp import build_cpp, example_path, preprocess_library_path
 from edgedet.runtime.render import import_python_runtime
 
 DEFAULT_SUBNETS = ("p24-r192-w2-d1-q25", "p16-r288-w2-d2-q25", "p12-r288-w2-d3-q100")
@@ -58,7 +60,7 @@ def conditions(threads: int) -> str:
 
 def python_round(det, rgb: np.ndarray, runs: int) -> dict:
     """detect() and raw infer() alternating call by call; pre/post-processing timed alone after them."""
-    x = core.preprocess(rgb, det.resolution)
+    x = det.preprocess(rgb, det.resolution)
     for _ in range(10):
         det.detect(rgb)
         det.runner.infer(x)
@@ -73,7 +75,7 @@ def python_round(det, rgb: np.ndarray, runs: int) -> dict:
         t_inf.append(t2 - t1)
     for _ in range(runs):
         t0 = time.perf_counter()
-        core.preprocess(rgb, det.resolution)
+        det.preprocess(rgb, det.resolution)
         t1 = time.perf_counter()
         core.postprocess(boxes, logits, [rgb.shape[:2]], det.topk, det.threshold)
         t2 = time.perf_counter()
@@ -138,17 +140,25 @@ def main() -> None:
         ppm.write_bytes(b"P6\n%d %d\n255\n" % (rgb.shape[1], rgb.shape[0]) + rgb.tobytes())
         print(conditions(a.threads) + f"; image {rgb.shape[1]}x{rgb.shape[0]}, {a.runs} runs x {a.rounds} rounds "
               "(median of the rounds' p50)\n")
-        cases = []
+        cases, lib = [], None
         for sid in subnets:
             for backend in ("onnxruntime", "openvino"):
                 t = TargetSpec(name=f"overhead_{backend}", backend=backend, precisions=["fp32"],
                                runtime={"threads": a.threads})
-                rt = ("python",) if backend == "onnxruntime" or a.no_cpp else ("python", "cpp")
-                art = compile_subnet(net, sid, t, "fp32", work / backend / sid, runtime=rt)
-                det = import_python_runtime(art.dir).Detector()
+                art = compile_subnet(net, sid, t, "fp32", work / backend / sid, runtime=("python", "cpp"))
+                if backend == "openvino" and not a.no_cpp:
+                    build = build_cpp(art.dir, jobs=2)
+                    exe = example_path(build)
+                    lib = lib or preprocess_library_path(build)
+                elif lib is None:  # the compiled pre-processing alone needs no backend SDK
+                    lib = preprocess_library_path(build_cpp(art.dir, jobs=2, preprocess_only=True))
+                rt = import_python_runtime(art.dir)
+                det = rt.Detector()
                 cases.append((sid, f"Python {backend}", lambda det=det: python_round(det, rgb, a.runs)))
-                if "cpp" in rt:
-                    exe = example_path(build_cpp(art.dir, jobs=2))
+                fast = rt.Detector(preprocess_library=lib)
+                cases.append((sid, f"Python {backend}, compiled pre", lambda det=fast: python_round(det, rgb,
+                                                                                                    a.runs)))
+                if backend == "openvino" and not a.no_cpp:
                     cases.append((sid, "C++ openvino", lambda exe=exe, d=art.dir: cpp_round(exe, d, ppm, a.threads,
                                                                                              a.runs)))
         rounds: dict[tuple[str, str], list[dict]] = {(s, k): [] for s, k, _ in cases}

@@ -403,13 +403,20 @@ def compile_cmd(subnet: str = typer.Option(..., "--subnet", "-s", help="Subnet i
 def runtime_build(artifact: Path = typer.Argument(..., help="Artifact folder (or its runtime/cpp project)."),
                   build_dir: Optional[Path] = typer.Option(None, "--build-dir", help="Default: PROJECT/build."),
                   jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="Parallel compile jobs."),
-                  debug: bool = typer.Option(False, "--debug", help="Debug build instead of Release.")):
+                  debug: bool = typer.Option(False, "--debug", help="Debug build instead of Release."),
+                  preprocess_only: bool = typer.Option(False, "--preprocess-only", help="Build only "
+                                                       "libedgedet_preprocess (the compiled pre-processing the Python "
+                                                       "runtime can load; needs no backend SDK).")):
     """Configure and build an artifact's C++ runtime with CMake (needs cmake, a C++17 compiler and the backend's
     SDK; says which is missing)."""
-    from .runtime.cpp import build_cpp, example_path
+    from .runtime.cpp import build_cpp, example_path, preprocess_library_path
 
-    build = build_cpp(artifact, build_dir, jobs, "Debug" if debug else "Release")
-    typer.echo(f"built {build}: example {example_path(build)} (run it with an image.ppm; --time 200 for p50/p90)")
+    build = build_cpp(artifact, build_dir, jobs, "Debug" if debug else "Release", preprocess_only)
+    if not preprocess_only:
+        typer.echo(f"built {build}: example {example_path(build)} (run it with an image.ppm; --time 200 for "
+                   "p50/p90)")
+    typer.echo(f"built {preprocess_library_path(build)}: compiled pre-processing for the Python runtime "
+               "(Detector(preprocess_library=...), or --preprocess-library)")
 
 
 @app.command()

@@ -23,7 +23,8 @@ from .detector import runtime_config
 from .render import HERE
 
 TEMPLATES = HERE / "templates" / "cpp"
-STATIC = ("include/edgedet/detector.hpp", "src/detector.cpp", "src/engine.hpp", "examples/main.cpp")
+STATIC = ("include/edgedet/detector.hpp", "include/edgedet/preprocess.h", "src/detector.cpp", "src/preprocess.cpp",
+          "src/engine.hpp", "examples/main.cpp")
 LOG = "edgedet-build.log"
 
 
@@ -231,14 +232,15 @@ def sdk_defines(backend: str) -> tuple[list[str], str | None]:
     return ENGINES[backend].sdk()
 
 
-def missing_tools(backend: str) -> list[str]:
-    """What is missing to build a C++ project for `backend` here (empty when everything is present)."""
+def missing_tools(backend: str, preprocess_only: bool = False) -> list[str]:
+    """What is missing to build a C++ project for `backend` here (empty when everything is present); with
+    preprocess_only, for libedgedet_preprocess alone (no backend SDK)."""
     missing = []
     if shutil.which("cmake") is None:
         missing.append("cmake (apt-get install cmake, or pip install cmake)")
     if _compiler() is None:
         missing.append("a C++17 compiler (apt-get install g++)")
-    sdk = sdk_defines(backend)[1]
+    sdk = None if preprocess_only else sdk_defines(backend)[1]
     if sdk:
         missing.append(sdk)
     return missing
@@ -255,22 +257,23 @@ def _run(cmd: list[str], log: Path, step: str) -> None:
 
 
 def build_cpp(path: Path, build_dir: Path | None = None, jobs: int | None = None,
-              build_type: str = "Release") -> Path:
+              build_type: str = "Release", preprocess_only: bool = False) -> Path:
     """Configure and build the C++ project of an artifact (or a project folder) with CMake: the library
-    edgedet_detector and the example edgedet_example. Returns the build folder (default PROJECT/build). Raises
+    edgedet_detector, the example edgedet_example and the shared library edgedet_preprocess (preprocess_only: that
+    one alone, no backend SDK needed). Returns the build folder (default PROJECT/build). Raises
     ToolchainError naming what is missing (cmake, a compiler, the backend's SDK) or the first error of a failed
     build (the whole output is in BUILD/edgedet-build.log); ConfigError for a project that is not exactly what
     edgedet renders for its artifact (checked_project)."""
     project, art = checked_project(path)
     backend = art.backend
-    missing = missing_tools(backend)
+    missing = missing_tools(backend, preprocess_only)
     if missing:
         raise ToolchainError(f"cannot build the {backend} C++ runtime in {project}: missing " + "; ".join(missing))
     build = Path(build_dir) if build_dir else project / "build"
     build.mkdir(parents=True, exist_ok=True)
     log = build / LOG
     log.write_text("")
-    defines = sdk_defines(backend)[0]
+    defines = ["-DEDGEDET_PREPROCESS_ONLY=ON"] if preprocess_only else sdk_defines(backend)[0]
     _run(["cmake", "-S", str(project), "-B", str(build), f"-DCMAKE_BUILD_TYPE={build_type}", *defines], log,
          "configure")
     jobs = jobs or min(4, os.cpu_count() or 1)
@@ -280,3 +283,12 @@ def build_cpp(path: Path, build_dir: Path | None = None, jobs: int | None = None
 
 def example_path(build: Path) -> Path:
     return Path(build) / "edgedet_example"
+
+
+def preprocess_library_path(build: Path) -> Path:
+    """libedgedet_preprocess in a build folder (.so; .dylib on macOS)."""
+    build = Path(build)
+    for name in ("libedgedet_preprocess.so", "libedgedet_preprocess.dylib"):
+        if (build / name).is_file():
+            return build / name
+    return build / "libedgedet_preprocess.so"

@@ -45,13 +45,58 @@ def runtime_config(art: dict) -> dict:
             "runtime_options": runners.runtime_options(art["backend"], art.get("runtime_options") or {})}
 
 
-class Detector:
-    """detect(rgb uint8 [H,W,3]) -> list of dicts (box xyxy pixels, score, label, name[, category_id]), best first."""
+class CompiledPreprocess:
+    """core.preprocess through libedgedet_preprocess: the C++ runtime's src/preprocess.cpp (the resize edgedet::Detector
+    runs), built by `edgedet runtime build ARTIFACT [--preprocess-only]`. Same tensor bit for bit as core.preprocess
+    (same float32 operations in the same order); about a quarter of its time. Loading it runs native code: name only a
+    library you built yourself, never one that came inside an artifact from elsewhere. Images other than uint8 RGB
+    [H,W,3] go through core.preprocess."""
 
-    def __init__(self, artifact_dir=None, threads=None, threshold=None, topk=None):
+    def __init__(self, path):
+        import ctypes
+
+        self.path = os.path.abspath(str(path))
+        if not os.path.isfile(self.path):
+            raise FileNotFoundError("%s: no such pre-processing library (build it with `edgedet runtime build "
+                                    "ARTIFACT --preprocess-only`)" % self.path)
+        try:
+            lib = ctypes.CDLL(self.path)
+            fn = lib.edgedet_preprocess
+        except (OSError, AttributeError) as e:
+            raise ValueError("%s: not an edgedet pre-processing library (%s)"
+                             % (self.path, str(e).splitlines()[0][:200])) from None
+        fn.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p]
+        fn.restype = ctypes.c_int
+        self._fn, self._lib = fn, lib
+
+    def __call__(self, rgb, resolution):
+        if not (isinstance(rgb, np.ndarray) and rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3
+                and rgb.shape[0] > 0 and rgb.shape[1] > 0):
+            return core.preprocess(rgb, resolution)
+        h, w = rgb.shape[:2]
+        if not (rgb.strides[2] == 1 and rgb.strides[1] == 3 and 3 * w <= rgb.strides[0] < 2 ** 31):
+            rgb = np.ascontiguousarray(rgb)
+        r = int(resolution)
+        out = np.empty((1, 3, r, r), np.float32)
+        rc = self._fn(rgb.__array_interface__["data"][0], w, h, rgb.strides[0], r,
+                      out.__array_interface__["data"][0])
+        if rc != 0:
+            raise ValueError("%s: edgedet_preprocess failed (%s) for a %d x %d image at %d px"
+                             % (self.path, {1: "bad arguments", 2: "out of memory"}.get(rc, "code %d" % rc), w, h, r))
+        return out
+
+
+class Detector:
+    """detect(rgb uint8 [H,W,3]) -> list of dicts (box xyxy pixels, score, label, name[, category_id]), best first.
+
+    preprocess_library: path of a libedgedet_preprocess you built (CompiledPreprocess): the same input tensor as
+    core.preprocess, in about a quarter of the time. Default: numpy (core.preprocess)."""
+
+    def __init__(self, artifact_dir=None, threads=None, threshold=None, topk=None, preprocess_library=None):
         self.dir = artifact_dir or ARTIFACT_DIR
         art = runners.read_artifact(self.dir)
         self.config = runtime_config(art)
+        self.preprocess = core.preprocess if preprocess_library is None else CompiledPreprocess(preprocess_library)
         self.runner = runners.load(self.dir, art, {} if threads is None else {"threads": int(threads)})
         self.threshold = self.config["threshold"] if threshold is None else float(threshold)
         self.topk = self.config["topk"] if topk is None else int(topk)
@@ -59,7 +104,7 @@ class Detector:
 
     def raw(self, rgb):
         """(boxes [1,Q,4] normalised cxcywh, logits [1,Q,C]) for one image."""
-        boxes, logits = self.runner.infer(core.preprocess(rgb, self.resolution))
+        boxes, logits = self.runner.infer(self.preprocess(rgb, self.resolution))
         return np.asarray(boxes), np.asarray(logits)
 
     def detect(self, rgb):
@@ -211,9 +256,13 @@ def main(argv=None) -> int:
     ap.add_argument("--topk", type=int, default=None, help="at most this many detections per image (default 100)")
     ap.add_argument("--threads", type=int, default=None, help="override the recorded thread count")
     ap.add_argument("--info", action="store_true", help="print the runtime settings in effect first")
+    ap.add_argument("--preprocess-library", default=None, metavar="PATH",
+                    help="libedgedet_preprocess you built (edgedet runtime build ARTIFACT --preprocess-only): the same "
+                         "input tensor, compiled; loads native code, so only a library you built yourself")
     a = ap.parse_args(argv)
     try:
-        det = Detector(a.artifact, threads=a.threads, threshold=a.threshold, topk=a.topk)
+        det = Detector(a.artifact, threads=a.threads, threshold=a.threshold, topk=a.topk,
+                       preprocess_library=a.preprocess_library)
         if a.info:
             print(json.dumps({"info": det.info()}))
         for path in a.images:

@@ -19,7 +19,7 @@ from edgedet.config import TargetSpec
 from edgedet.deploy import compile_subnet
 from edgedet.errors import ToolchainError
 from edgedet.runtime.core import preprocess
-from edgedet.runtime.cpp import build_cpp, example_path, missing_tools
+from edgedet.runtime.cpp import build_cpp, example_path, missing_tools, preprocess_library_path
 from edgedet.runtime.render import import_python_runtime
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -90,7 +90,8 @@ def run_example(art, *args):
 def test_project_is_rendered_from_the_runtime_config_and_sealed(ov):
     cpp = ov.dir / "runtime" / "cpp"
     for f in ("CMakeLists.txt", "README.md", "include/edgedet/detector.hpp", "include/edgedet/config.hpp",
-              "src/detector.cpp", "src/engine.hpp", "src/engine_openvino.cpp", "examples/main.cpp"):
+              "include/edgedet/preprocess.h", "src/detector.cpp", "src/preprocess.cpp", "src/engine.hpp",
+              "src/engine_openvino.cpp", "examples/main.cpp"):
         assert f"runtime/cpp/{f}" in ov.files, f
     assert not (cpp / "src" / "engine_tensorrt.cpp").exists()
     py_cfg = py_config(ov)
@@ -197,7 +198,8 @@ def test_onnxruntime_and_tensorrt_projects_are_rendered(other_backends, backend,
     cpp = art.dir / "runtime" / "cpp"
     assert art.metadata["runtimes"]["cpp"] == "runtime/cpp" and not art.verify()
     assert f"runtime/cpp/src/engine_{backend}.cpp" in art.files
-    assert sorted(p.name for p in (cpp / "src").iterdir()) == ["detector.cpp", "engine.hpp", f"engine_{backend}.cpp"]
+    assert sorted(p.name for p in (cpp / "src").iterdir()) == ["detector.cpp", "engine.hpp", f"engine_{backend}.cpp",
+                                                               "preprocess.cpp"]
     hpp = (cpp / "include" / "edgedet" / "config.hpp").read_text()
     assert f'kBackend = "{backend}"' in hpp and f'kModelFile = "{model}"' in hpp and "kResolution = 192;" in hpp
     assert f"src/engine_{backend}.cpp" in (cpp / "CMakeLists.txt").read_text()
@@ -231,6 +233,55 @@ def test_onnxruntime_and_tensorrt_build(other_backends, backend, tmp_path):
     p = subprocess.run([str(example_path(build)), "--artifact", str(art.dir), "--selftest",
                         write_ppm(tmp_path / "a.ppm", rgb)], capture_output=True, text=True)
     assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_compiled_preprocess_equals_numpy_bit_for_bit(ov, images, tmp_path):
+    """libedgedet_preprocess (built with the project; src/preprocess.cpp, the resize edgedet::Detector runs) loaded
+    by the Python runtime gives core.preprocess's tensor bit for bit: the demo images, the crop and the wide strip,
+    at the artifact's and other resolutions, from row-strided, flipped and Fortran-ordered views; non-uint8 input
+    goes through numpy. The Detector's detections are the same with and without it."""
+    rt = python_runtime(ov)
+    lib = preprocess_library_path(ov.dir / "runtime" / "cpp" / "build")
+    assert lib.is_file()
+    pre = rt.CompiledPreprocess(lib)
+    for _, rgb in images:
+        for r in (192, 64, 288, 577):
+            assert np.array_equal(pre(rgb, r), preprocess(rgb, r)), r
+        for view in (rgb[::2], rgb[::-1, ::-1], np.asfortranarray(rgb), rgb[3:, 5:]):
+            assert np.array_equal(pre(view, 192), preprocess(view, 192))
+    f32 = images[0][1].astype(np.float32) / 255
+    assert np.array_equal(pre(f32, 192), preprocess(f32, 192))
+    plain, fast = rt.Detector(threshold=0.0), rt.Detector(threshold=0.0, preprocess_library=lib)
+    for _, rgb in images:
+        assert fast.detect(rgb) == plain.detect(rgb)
+    path = images[1][0]
+    p = subprocess.run([sys.executable, "-m", "edgedet_runtime", "--preprocess-library", str(lib), str(path)],
+                       capture_output=True, text=True, cwd=ov.dir / "runtime" / "python", timeout=300)
+    q = subprocess.run([sys.executable, "-m", "edgedet_runtime", str(path)], capture_output=True, text=True,
+                       cwd=ov.dir / "runtime" / "python", timeout=300)
+    assert p.returncode == q.returncode == 0 and p.stdout == q.stdout and p.stdout.strip(), p.stderr
+    # not a library, no file: one line, exit 2
+    (tmp_path / "fake.so").write_text("not an ELF file\n")
+    for bad, why in ((tmp_path / "fake.so", "not an edgedet pre-processing library"),
+                     (tmp_path / "none.so", "no such pre-processing library")):
+        p = subprocess.run([sys.executable, "-m", "edgedet_runtime", "--preprocess-library", str(bad), str(path)],
+                           capture_output=True, text=True, cwd=ov.dir / "runtime" / "python", timeout=300)
+        assert p.returncode == 2 and why in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+
+
+def test_preprocess_only_build_needs_no_sdk(other_backends, tmp_path):
+    """`edgedet runtime build --preprocess-only` builds libedgedet_preprocess for an artifact whose backend SDK is
+    absent here (ONNX Runtime): the Python runtime of that artifact then uses it, same tensor as numpy."""
+    art = other_backends["onnxruntime"]
+    p = cli("runtime", "build", art.dir, "--preprocess-only", "--build-dir", tmp_path / "b", "-j", "2")
+    lib = preprocess_library_path(tmp_path / "b")
+    assert lib.is_file() and str(lib) in p.stdout and "edgedet_example" not in p.stdout
+    assert not (tmp_path / "b" / "edgedet_example").exists()
+    rt = import_python_runtime(art.dir)
+    rgb = (np.random.default_rng(5).random((150, 230, 3)) * 255).astype(np.uint8)
+    assert np.array_equal(rt.CompiledPreprocess(lib)(rgb, 192), preprocess(rgb, 192))
+    det = rt.Detector(preprocess_library=lib, threshold=0.0)
+    assert det.detect(rgb) == rt.Detector(threshold=0.0).detect(rgb)
 
 
 def test_litert_has_no_cpp_runtime_and_says_so():

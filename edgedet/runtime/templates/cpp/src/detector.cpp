@@ -1,6 +1,7 @@
 // edgedet::Detector: pre- and post-processing of edgedet/runtime/core.py in C++, around a backend Engine.
 // Arithmetic follows core.py step by step in float32 (the build turns off FMA contraction), so the input tensor
-// equals numpy's and detections match the Python runtime up to the backend's own differences.
+// equals numpy's and detections match the Python runtime up to the backend's own differences. The resize itself is
+// src/preprocess.cpp (also built as libedgedet_preprocess for the Python runtime).
 #include "edgedet/detector.hpp"
 
 #include <algorithm>
@@ -10,37 +11,12 @@
 #include <sstream>
 
 #include "edgedet/config.hpp"
+#include "edgedet/preprocess.h"
 #include "engine.hpp"
 
 namespace edgedet {
 
 namespace {
-
-// core._axis_weights: source index pairs and weights of one axis (half-pixel centres, clamped at the border).
-void axis_weights(int n_out, int n_in, std::vector<int>& i0, std::vector<int>& i1, std::vector<float>& w0,
-                  std::vector<float>& w1) {
-    i0.resize(n_out);
-    i1.resize(n_out);
-    w0.resize(n_out);
-    w1.resize(n_out);
-    const double scale = static_cast<double>(n_in) / n_out;
-    for (int i = 0; i < n_out; ++i) {
-        double x = (i + 0.5) * scale - 0.5;
-        if (x < 0) x = 0;
-        const int a = std::min(static_cast<int>(std::floor(x)), n_in - 1);
-        i0[i] = a;
-        i1[i] = std::min(a + 1, n_in - 1);
-        w1[i] = static_cast<float>(x - a);
-        w0[i] = 1.0f - w1[i];
-    }
-}
-
-// t[j] = row0[j] * w0 + row1[j] * w1 in float32 (separate roundings: the build has -ffp-contract=off); restrict: the
-// float output never aliases the uint8 rows, so the loop vectorises without run-time overlap checks
-void blend_rows(const uint8_t* __restrict row0, const uint8_t* __restrict row1, float w0, float w1,
-                float* __restrict t, size_t n) {
-    for (size_t j = 0; j < n; ++j) t[j] = float(row0[j]) * w0 + float(row1[j]) * w1;
-}
 
 std::string read_file(const std::string& path) {
     std::ifstream f(path, std::ios::binary);
@@ -60,11 +36,7 @@ struct Detector::Impl {
     std::unique_ptr<Engine> engine;
     float threshold = config::kThreshold;
     int topk = config::kTopK;
-    // resize tables for the last frame size (x indices premultiplied by 3: byte offsets in an RGB row)
-    int table_w = -1, table_h = -1;
-    std::vector<int> x0, x1, y0, y1;
-    std::vector<float> wx0, wx1, wy0, wy1;  // wx already divided by 255 (core.preprocess folds it in too)
-    std::vector<float> rows;                // one source row blended over y (3 * width floats)
+    ResizeTables resize;             // tables of the last frame size (src/preprocess.cpp)
     std::vector<int> order;          // [Q*C] flat indices, partially sorted per frame
     std::vector<Detection> out;      // capacity topk
 };
@@ -92,9 +64,6 @@ Detector::Detector(const std::string& artifact_dir, const Options& options) : im
     m.engine = make_engine(model, effective);
     m.order.resize(static_cast<size_t>(config::kNumQueries) * config::kNumClasses);
     m.out.reserve(std::min<size_t>(m.topk, m.order.size()));
-    const int r = config::kResolution;
-    for (auto* v : {&m.x0, &m.x1, &m.y0, &m.y1}) v->reserve(r);
-    for (auto* v : {&m.wx0, &m.wx1, &m.wy0, &m.wy1}) v->reserve(r);
 }
 
 Detector::~Detector() = default;
@@ -116,50 +85,8 @@ void Detector::preprocess(const uint8_t* rgb, int width, int height, int stride)
         throw InvalidInput("edgedet::Detector::detect: stride " + std::to_string(stride) +
                            " bytes is shorter than one RGB row (3 * width = " +
                            std::to_string(3 * static_cast<int64_t>(width)) + ")");
-    const int r = config::kResolution;
-    if (width != m.table_w || height != m.table_h) {
-        axis_weights(r, width, m.x0, m.x1, m.wx0, m.wx1);
-        axis_weights(r, height, m.y0, m.y1, m.wy0, m.wy1);
-        for (int i = 0; i < r; ++i) {
-            m.x0[i] *= 3;
-            m.x1[i] *= 3;
-            m.wx0[i] /= 255.0f;
-            m.wx1[i] /= 255.0f;
-        }
-        m.table_w = width;
-        m.table_h = height;
-    }
-    float* dst = m.engine->input();
-    const size_t plane = static_cast<size_t>(r) * r;
-    const size_t row_len = static_cast<size_t>(width) * 3;
-    if (m.rows.size() < row_len) m.rows.resize(row_len);  // once per frame size (selftest: no allocation per frame)
-    float* t = m.rows.data();
-    // core.preprocess: rows first (y, pixel values 0..255), then columns (x, weights / 255). The row blend is
-    // computed once per source byte of the row (a contiguous loop the compiler vectorises), or, when the image is
-    // more than twice as wide as the output, only at the columns the output samples.
-    const bool sparse = width > 2 * r;
-    for (int y = 0; y < r; ++y) {
-        const uint8_t* row0 = rgb + static_cast<size_t>(m.y0[y]) * stride;
-        const uint8_t* row1 = rgb + static_cast<size_t>(m.y1[y]) * stride;
-        const float wy0 = m.wy0[y], wy1 = m.wy1[y];
-        if (sparse) {
-            for (int x = 0; x < r; ++x) {
-                for (const int a : {m.x0[x], m.x1[x]})
-                    for (int c = 0; c < 3; ++c) t[a + c] = float(row0[a + c]) * wy0 + float(row1[a + c]) * wy1;
-            }
-        } else {
-            blend_rows(row0, row1, wy0, wy1, t, row_len);
-        }
-        float* d = dst + static_cast<size_t>(y) * r;
-        for (int x = 0; x < r; ++x) {
-            const float* left = t + m.x0[x];
-            const float* right = t + m.x1[x];
-            const float wx0 = m.wx0[x], wx1 = m.wx1[x];
-            d[x] = left[0] * wx0 + right[0] * wx1;
-            d[plane + x] = left[1] * wx0 + right[1] * wx1;
-            d[2 * plane + x] = left[2] * wx0 + right[2] * wx1;
-        }
-    }
+    m.resize.update(width, height, config::kResolution);  // allocates only when the frame size changes
+    resize_rgb(m.resize, rgb, stride, m.engine->input());
 }
 
 void Detector::infer() {
