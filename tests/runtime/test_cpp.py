@@ -282,6 +282,18 @@ def test_preprocess_only_build_needs_no_sdk(other_backends, tmp_path):
     assert np.array_equal(rt.CompiledPreprocess(lib)(rgb, 192), preprocess(rgb, 192))
     det = rt.Detector(preprocess_library=lib, threshold=0.0)
     assert det.detect(rgb) == rt.Detector(threshold=0.0).detect(rgb)
+    # without the AVX2 clones (the code every other CPU runs): the same tensor
+    plain = tmp_path / "plain"
+    for cmd in (["cmake", "-S", art.dir / "runtime" / "cpp", "-B", plain, "-DCMAKE_BUILD_TYPE=Release",
+                 "-DEDGEDET_PREPROCESS_ONLY=ON", "-DCMAKE_CXX_FLAGS=-DEDGEDET_NO_MULTIVERSION"],
+                ["cmake", "--build", plain, "--parallel", "2"]):
+        subprocess.run(list(map(str, cmd)), check=True, capture_output=True)
+    default = rt.CompiledPreprocess(preprocess_library_path(plain))
+    wide = np.ascontiguousarray(np.repeat(rgb, 4, axis=1))  # 920 px: the sparse row path too
+    for im in (rgb, wide):
+        for r in (192, 288, 61):
+            assert np.array_equal(default(im, r), preprocess(im, r))
+            assert np.array_equal(rt.CompiledPreprocess(lib)(im, r), preprocess(im, r))
 
 
 def test_litert_has_no_cpp_runtime_and_says_so():

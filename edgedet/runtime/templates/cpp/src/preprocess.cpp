@@ -30,11 +30,33 @@ void axis_weights(int n_out, int n_in, std::vector<int>& i0, std::vector<int>& i
     }
 }
 
+// On x86-64 with GCC or Clang the two loops are also compiled for AVX2 and the wider code is picked at run time
+// (function multi-versioning); the arithmetic is the same (no FMA: contraction is off), so is the result.
+#if defined(__x86_64__) && defined(__linux__) && (defined(__GNUC__) || defined(__clang__)) && \
+    !defined(EDGEDET_NO_MULTIVERSION)
+#define EDGEDET_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define EDGEDET_CLONES
+#endif
+
 // t[j] = row0[j] * w0 + row1[j] * w1 in float32 (separate roundings); restrict: the float output never aliases the
 // uint8 rows, so the loop vectorises without run-time overlap checks
-void blend_rows(const uint8_t* __restrict row0, const uint8_t* __restrict row1, float w0, float w1,
+EDGEDET_CLONES void blend_rows(const uint8_t* __restrict row0, const uint8_t* __restrict row1, float w0, float w1,
                 float* __restrict t, size_t n) {
     for (size_t j = 0; j < n; ++j) t[j] = float(row0[j]) * w0 + float(row1[j]) * w1;
+}
+
+// one output row: d[c * plane + x] = t[x0[x] + c] * wx0[x] + t[x1[x] + c] * wx1[x]
+EDGEDET_CLONES void blend_columns(const float* __restrict t, const int* __restrict x0, const int* __restrict x1,
+                                  const float* __restrict wx0, const float* __restrict wx1, int r, size_t plane,
+                                  float* __restrict d) {
+    for (int x = 0; x < r; ++x) {
+        const float* left = t + x0[x];
+        const float* right = t + x1[x];
+        d[x] = left[0] * wx0[x] + right[0] * wx1[x];
+        d[plane + x] = left[1] * wx0[x] + right[1] * wx1[x];
+        d[2 * plane + x] = left[2] * wx0[x] + right[2] * wx1[x];
+    }
 }
 
 }  // namespace
@@ -76,15 +98,8 @@ void resize_rgb(ResizeTables& m, const uint8_t* rgb, int stride, float* dst) {
         } else {
             blend_rows(row0, row1, wy0, wy1, t, row_len);
         }
-        float* d = dst + static_cast<size_t>(y) * r;
-        for (int x = 0; x < r; ++x) {
-            const float* left = t + m.x0[x];
-            const float* right = t + m.x1[x];
-            const float wx0 = m.wx0[x], wx1 = m.wx1[x];
-            d[x] = left[0] * wx0 + right[0] * wx1;
-            d[plane + x] = left[1] * wx0 + right[1] * wx1;
-            d[2 * plane + x] = left[2] * wx0 + right[2] * wx1;
-        }
+        blend_columns(t, m.x0.data(), m.x1.data(), m.wx0.data(), m.wx1.data(), r, plane,
+                      dst + static_cast<size_t>(y) * r);
     }
 }
 
