@@ -48,7 +48,7 @@ def runtime_config(art: dict) -> dict:
 class CompiledPreprocess:
     """core.preprocess through libedgedet_preprocess: the C++ runtime's src/preprocess.cpp (the resize edgedet::Detector
     runs), built by `edgedet runtime build ARTIFACT [--preprocess-only]`. Same tensor bit for bit as core.preprocess
-    (same float32 operations in the same order); about a quarter of its time. Loading it runs native code: name only a
+    (same float32 operations in the same order); about a fifth of its time. Loading it runs native code: name only a
     library you built yourself, never one that came inside an artifact from elsewhere. Images other than uint8 RGB
     [H,W,3] go through core.preprocess."""
 
@@ -90,7 +90,7 @@ class Detector:
     """detect(rgb uint8 [H,W,3]) -> list of dicts (box xyxy pixels, score, label, name[, category_id]), best first.
 
     preprocess_library: path of a libedgedet_preprocess you built (CompiledPreprocess): the same input tensor as
-    core.preprocess, in about a quarter of the time. Default: numpy (core.preprocess)."""
+    core.preprocess, in about a fifth of the time. Default: numpy (core.preprocess)."""
 
     def __init__(self, artifact_dir=None, threads=None, threshold=None, topk=None, preprocess_library=None):
         self.dir = artifact_dir or ARTIFACT_DIR
