@@ -10,7 +10,8 @@ is given), on the first demo val image (320x320):
           against the same runner's infer() on the preprocessed tensor, alternating call by call in this process;
           for the ONNX Runtime artifact (the demo's target, targets/local_cpu.yaml) and the OpenVINO one
   Python, compiled pre   the same with Detector(preprocess_library=libedgedet_preprocess): the C++ runtime's
-          resize (src/preprocess.cpp, built from the OpenVINO project) through ctypes, the same tensor bit for bit
+          resize (src/preprocess.cpp, built from the OpenVINO project) through ctypes, the same tensor bit for bit;
+          the resize's code path (portable / avx2 / avx512, picked from the CPU) is printed under the table
   C++     edgedet_example --time (OpenVINO: the C++ SDK available here): detect() and InferRequest::infer() alone,
           alternating call by call in that process
 Each is run in `rounds` rounds (so that slow drift of a shared machine hits every figure); the table shows the median
@@ -112,7 +113,7 @@ def cpp_round(exe: Path, art: Path, ppm: Path, threads: int, runs: int) -> dict:
                         "10", str(ppm)], capture_output=True, text=True, check=True)
     rec = json.loads(p.stdout)
     return {"detect": rec["detect_p50_ms"], "infer": rec["infer_p50_ms"], "pre": rec["preprocess_p50_ms"],
-            "post": rec["postprocess_p50_ms"]}
+            "post": rec["postprocess_p50_ms"], "path": rec.get("resize_code_path", "?")}
 
 
 def main() -> None:
@@ -168,11 +169,15 @@ def main() -> None:
         print("| subnet | runtime | detect p50 ms | raw infer p50 ms | detect / raw infer | goal | pre / post ms |")
         print("|---|---|---|---|---|---|---|")
         for (sid, kind), rs in rounds.items():
-            m = {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+            m = {k: statistics.median(r[k] for r in rs) for k in ("detect", "infer", "pre", "post")}
             goal = 1.03 if kind.startswith("C++") else 1.10
             ratio = m["detect"] / m["infer"]
             print(f"| {sid} | {kind} | {m['detect']:.2f} | {m['infer']:.2f} | {ratio:.3f} | "
                   f"{'<=' if ratio <= goal else '>'} {goal:.2f} | {m['pre']:.3f} / {m['post']:.3f} |")
+        paths = {f"{k} ({r['path']})" for (_, k), rs in rounds.items() for r in rs if "path" in r}
+        if lib is not None:
+            paths.add(f"Python compiled pre ({import_python_runtime(art.dir).CompiledPreprocess(lib).code_path})")
+        print("\nresize code path: " + ", ".join(sorted(paths)))
         print("\n" + postprocess_at_coco_size(a.runs))
         print(f"\nload average at the end {os.getloadavg()[0]:.2f}")
     finally:

@@ -229,3 +229,61 @@ def test_training_continues_after_evaluation(val):
     assert net.training
     out = net(torch.rand(1, 3, s.resolution, s.resolution), s)
     out["pred_boxes"].sum().backward()
+
+
+def _postprocess_reference(boxes, logits, sizes, topk, threshold):
+    """The plain formulation of core.postprocess (full stable argsort, out-of-place float32 steps): the lean code in
+    core must give the same arrays bit for bit."""
+    b, q, c = logits.shape
+    flat = logits.reshape(b, q * c)
+    out = []
+    for i, (height, width) in enumerate(sizes):
+        f = np.argsort(-flat[i], kind="stable")[:min(topk, q * c)]
+        with np.errstate(over="ignore"):
+            scores = (1.0 / (1.0 + np.exp(-flat[i, f].astype(np.float32)))).astype(np.float32)
+        if threshold > 0:
+            f, scores = f[scores > threshold], scores[scores > threshold]
+        qi, lab = f // c, f % c
+        bx = boxes[i, qi].astype(np.float32)
+        cx, cy, w, h = bx[:, 0], bx[:, 1], bx[:, 2], bx[:, 3]
+        xy = np.stack([(cx - 0.5 * w) * width, (cy - 0.5 * h) * height, (cx + 0.5 * w) * width,
+                       (cy + 0.5 * h) * height], -1).astype(np.float32)
+        xy[:, 0::2] = np.clip(xy[:, 0::2], 0.0, width)
+        xy[:, 1::2] = np.clip(xy[:, 1::2], 0.0, height)
+        out.append({"boxes": xy, "scores": scores, "labels": lab, "queries": qi})
+    return out
+
+
+def test_postprocess_equals_the_plain_formulation_bit_for_bit():
+    """Random logits with ties, NaN, +-inf and saturating values; boxes crossing every border; batch of 3 with
+    different image sizes; thresholds 0 / 0.3 / 0.99; top-k below, at and above Q*C; float64 inputs too."""
+    rng = np.random.default_rng(1)
+    for q, c in ((25, 6), (300, 91), (3, 1)):
+        logits = (rng.standard_normal((3, q, c)) * 6).astype(np.float32)
+        logits[0, :2] = np.round(logits[0, :2])  # ties
+        logits[1, rng.random((q, c)) < 0.05] = np.nan
+        logits[2, 0, 0], logits[2, -1, -1], logits[2, 1 % q, 0] = np.inf, -np.inf, -200.0
+        boxes = (rng.random((3, q, 4)) * 1.4 - 0.2).astype(np.float32)
+        sizes = [(480, 640), (37, 1001), (1, 1)]
+        for topk in (1, 100, q * c, q * c + 5):
+            for threshold in (0.0, 0.3, 0.99):
+                for dtype in (np.float32, np.float64):
+                    got = postprocess(boxes.astype(dtype), logits.astype(dtype), sizes, topk, threshold)
+                    exp = _postprocess_reference(boxes.astype(dtype), logits.astype(dtype), sizes, topk, threshold)
+                    for g, e in zip(got, exp):
+                        for key in ("boxes", "scores", "labels", "queries"):
+                            assert g[key].dtype == e[key].dtype, key
+                            np.testing.assert_array_equal(g[key], e[key], err_msg=f"{q}x{c} {topk} {threshold} {key}")
+
+
+def test_sigmoid_in_place_steps_equal_the_plain_formula():
+    from edgedet.runtime.core import sigmoid
+
+    x = np.concatenate([np.linspace(-120, 120, 20001), [np.nan, np.inf, -np.inf, -0.0]]).astype(np.float32)
+    with np.errstate(over="ignore"):
+        exp = (1.0 / (1.0 + np.exp(-x))).astype(np.float32)
+    np.testing.assert_array_equal(sigmoid(x), exp)
+    np.testing.assert_array_equal(sigmoid(x.astype(np.float64)), exp)
+    assert sigmoid(np.float32(0.0)) == np.float32(0.5)
+    assert sigmoid(2.0) == np.float32(1.0) / (np.float32(1.0) + np.exp(np.float32(-2.0)))  # 0-d input: a scalar
+    assert np.shares_memory(sigmoid(x), x) is False  # the input is never written

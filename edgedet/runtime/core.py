@@ -37,8 +37,9 @@ def _tables(h: int, w: int, r: int, scale_255: bool):
     return _TABLES[key]
 
 
-def preprocess(rgb: np.ndarray, resolution: int) -> np.ndarray:
-    """uint8 (or float in [0,1]) RGB [H,W,3] -> float32 [1,3,R,R] RGB in [0,1].
+def preprocess(rgb: np.ndarray, resolution: int, out=None) -> np.ndarray:
+    """uint8 (or float in [0,1]) RGB [H,W,3] -> float32 [1,3,R,R] RGB in [0,1] (written into `out` when given: a
+    C-contiguous float32 [1,3,R,R] array the caller reuses, as the Python runtime's Detector does).
 
     The arithmetic, in float32 and in this order (the C++ runtime's detector.cpp does the same, so both give the
     same tensor bit for bit): rows  r = v[y0] * wy0 + v[y1] * wy1   (v: the pixel as float, 0..255 for uint8),
@@ -64,7 +65,10 @@ def preprocess(rgb: np.ndarray, resolution: int) -> np.ndarray:
     left *= wx0
     right = rows.take(x1, axis=1, mode="clip")
     right *= wx1
-    out = np.empty((1, 3, r, r), np.float32)
+    if out is None:
+        out = np.empty((1, 3, r, r), np.float32)
+    elif not (isinstance(out, np.ndarray) and out.dtype == np.float32 and out.shape == (1, 3, r, r)):
+        raise ValueError(f"out: expected a float32 array [1,3,{r},{r}]")
     np.add(left.reshape(r, r, 3).transpose(2, 0, 1), right.reshape(r, r, 3).transpose(2, 0, 1), out=out[0])
     return out
 
@@ -72,19 +76,27 @@ def preprocess(rgb: np.ndarray, resolution: int) -> np.ndarray:
 def sigmoid(x: np.ndarray) -> np.ndarray:
     """Elementwise logistic function in float32, without overflow warnings for large |x|."""
     x = np.asarray(x, dtype=np.float32)
+    if x.ndim == 0:
+        x = x.reshape(1)
+        return sigmoid(x)[0]
+    e = np.negative(x)  # 1 / (1 + exp(-x)), each step in float32, in place on one new array
     with np.errstate(over="ignore"):
-        return (1.0 / (1.0 + np.exp(-x))).astype(np.float32)
+        np.exp(e, out=e)
+    e += np.float32(1)
+    return np.divide(np.float32(1), e, out=e)
 
 
 def cxcywh_to_xyxy_pixels(boxes: np.ndarray, height: float, width: float) -> np.ndarray:
-    """boxes [..., 4] normalised cxcywh -> float32 [..., 4] xyxy in pixels of a (height, width) image, clipped."""
+    """boxes [..., 4] normalised cxcywh -> float32 [..., 4] xyxy in pixels of a (height, width) image, clipped.
+    In float32: x1 = (cx - 0.5 * w) * width, x2 = (cx + 0.5 * w) * width (y likewise), then clipped to [0, width]."""
     b = np.asarray(boxes, dtype=np.float32)
-    cx, cy, w, h = b[..., 0], b[..., 1], b[..., 2], b[..., 3]
-    out = np.stack([(cx - 0.5 * w) * width, (cy - 0.5 * h) * height,
-                    (cx + 0.5 * w) * width, (cy + 0.5 * h) * height], -1).astype(np.float32)
-    np.clip(out[..., 0::2], 0.0, width, out=out[..., 0::2])
-    np.clip(out[..., 1::2], 0.0, height, out=out[..., 1::2])
-    return out
+    half = b[..., 2:] * np.float32(0.5)
+    out = np.empty(b.shape, np.float32)
+    np.subtract(b[..., :2], half, out=out[..., :2])
+    np.add(b[..., :2], half, out=out[..., 2:])
+    scale = np.array([width, height, width, height], np.float32)
+    out *= scale
+    return np.clip(out, np.float32(0), scale, out=out)
 
 
 def top_order(row: np.ndarray, k: int) -> np.ndarray:
@@ -124,10 +136,11 @@ def postprocess(boxes: np.ndarray, logits: np.ndarray, sizes, topk: int = 100,
     out = []
     for i, (height, width) in enumerate(sizes):
         f = top_order(flat[i], k)
-        scores = sigmoid(flat[i, f])
+        scores = sigmoid(flat[i].take(f))
         if threshold > 0:
-            f, scores = f[scores > threshold], scores[scores > threshold]
-        qi, lab = f // c, f % c
-        out.append({"boxes": cxcywh_to_xyxy_pixels(boxes[i, qi], float(height), float(width)),
+            keep = np.flatnonzero(scores > threshold)
+            f, scores = f.take(keep), scores.take(keep)
+        qi, lab = np.divmod(f, c)
+        out.append({"boxes": cxcywh_to_xyxy_pixels(boxes[i].take(qi, axis=0), float(height), float(width)),
                     "scores": scores, "labels": lab, "queries": qi})
     return out

@@ -251,6 +251,7 @@ def test_compiled_preprocess_equals_numpy_bit_for_bit(ov, images, tmp_path):
             assert np.array_equal(pre(view, 192), preprocess(view, 192))
     f32 = images[0][1].astype(np.float32) / 255
     assert np.array_equal(pre(f32, 192), preprocess(f32, 192))
+    assert fast_info(rt, lib)["code_path"] == cpu_code_path()
     plain, fast = rt.Detector(threshold=0.0), rt.Detector(threshold=0.0, preprocess_library=lib)
     for _, rgb in images:
         assert fast.detect(rgb) == plain.detect(rgb)
@@ -267,6 +268,50 @@ def test_compiled_preprocess_equals_numpy_bit_for_bit(ov, images, tmp_path):
         p = subprocess.run([sys.executable, "-m", "edgedet_runtime", "--preprocess-library", str(bad), str(path)],
                            capture_output=True, text=True, cwd=ov.dir / "runtime" / "python", timeout=300)
         assert p.returncode == 2 and why in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+
+
+def cpu_code_path() -> str:
+    """The resize's code path this CPU should get, from /proc/cpuinfo (not from the library under test)."""
+    import platform
+
+    if platform.machine() != "x86_64" or not sys.platform.startswith("linux"):
+        return "portable"
+    flags = set()
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[1].split())
+            break
+    return "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "portable"
+
+
+def fast_info(rt, lib) -> dict:
+    return rt.Detector(preprocess_library=lib).info()["preprocess"]
+
+
+def test_every_resize_code_path_equals_numpy_bit_for_bit(ov):
+    """The portable, AVX2 and AVX-512 resize kernels (capped one by one through edgedet_preprocess_level, as far as
+    this CPU goes) give core.preprocess's tensor bit for bit: widths and resolutions that are and are not multiples
+    of the 8 / 16 block, up- and downscaling, images 2-4x as wide as the output (AVX-512's four-vector blocks, e.g.
+    640 -> 192 / 288), over 4x (the sparse path), 1-pixel images, row strides with padding."""
+    rt = python_runtime(ov)
+    pre = rt.CompiledPreprocess(preprocess_library_path(ov.dir / "runtime" / "cpp" / "build"))
+    rng = np.random.default_rng(11)
+    shapes = [(320, 320), (150, 230), (5, 17), (41, 37), (480, 640), (1, 1), (200, 300), (99, 250)]
+    cases = [(rng.integers(0, 256, (h, w, 3), dtype=np.uint8), r) for h, w in shapes for r in (192, 288, 61, 16, 100)]
+    padded = rng.integers(0, 256, (120, 400, 3), dtype=np.uint8)[:, 7:350]  # rows 1200 bytes apart
+    cases += [(padded, 192), (padded, 120)]
+    expect = [preprocess(im, r) for im, r in cases]
+    levels = {"portable": 0, "avx2": 1, "avx512": 2}
+    top = levels[cpu_code_path()]
+    try:
+        for cap in range(top + 1):
+            assert pre._level(cap) == cap and pre.code_path == list(levels)[cap]
+            for (im, r), exp in zip(cases, expect):
+                got = pre(im, r)
+                assert np.array_equal(got, exp), (pre.code_path, im.shape, r, float(np.abs(got - exp).max()))
+    finally:
+        pre._level(2)
+    assert pre.code_path == cpu_code_path()
 
 
 def test_preprocess_only_build_needs_no_sdk(other_backends, tmp_path):

@@ -128,3 +128,50 @@ def test_compile_replaces_an_earlier_artifact_of_the_same_compile_whole(tiny_net
     art = compile_subnet(tiny_net, SUB, t, "fp32", out)
     assert not (out / "runtime" / "cpp").exists() and not any("stale" in f for f in art.files)
     assert not art.verify() and sorted(p.name for p in tmp_path.iterdir()) == ["again"]  # no temporary folder left
+
+
+def test_detector_reuses_one_input_buffer_per_thread(artifact):
+    """Detector.raw writes the input tensor into a buffer its thread reuses (no allocation per frame): results are the
+    same as with fresh tensors frame after frame, returned arrays never alias that buffer, and four threads sharing
+    one Detector each get their own buffer and the single-threaded detections."""
+    import threading
+
+    from edgedet.runtime.render import import_python_runtime
+
+    rt = import_python_runtime(artifact.dir)
+    det = rt.Detector(threshold=0.0)
+    rng = np.random.default_rng(8)
+    frames = [rng.integers(0, 256, (150 + 20 * i, 230 - 10 * i, 3), dtype=np.uint8) for i in range(4)]
+    ref = [det.runner.infer(preprocess(f, det.resolution)) for f in frames]
+    first = det.raw(frames[0])
+    buf = det._local.input
+    for f, (b, lg) in zip(frames, ref):
+        got = det.raw(f)
+        assert np.array_equal(got[0], b) and np.array_equal(got[1], lg)
+        assert det._local.input is buf and not np.shares_memory(got[0], buf) and not np.shares_memory(got[1], buf)
+    assert np.array_equal(first[1], ref[0][1])  # an earlier result is not overwritten by later frames
+    single = [det.detect(f) for f in frames]
+    results, buffers, alive = {}, set(), threading.Barrier(4)
+
+    def work(k):
+        results[k] = [det.detect(f) for f in frames * 3]
+        buffers.add(id(det._local.input))
+        alive.wait(timeout=60)  # no thread's buffer is freed (and its id reused) before all are counted
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(buffers) == 4 and buf is det._local.input  # own buffer per thread; this thread's is kept
+    assert all(results[k] == single * 3 for k in range(4))
+
+
+def test_preprocess_out_argument(artifact):
+    """core.preprocess(..., out=) writes the same tensor into the caller's array; a wrong shape or dtype is refused."""
+    rgb = _image()
+    out = np.full((1, 3, 96, 96), np.nan, np.float32)
+    assert preprocess(rgb, 96, out) is out and np.array_equal(out, preprocess(rgb, 96))
+    for bad in (np.empty((1, 3, 95, 96), np.float32), np.empty((1, 3, 96, 96), np.float64), [0.0]):
+        with pytest.raises(ValueError, match="out: expected a float32 array"):
+            preprocess(rgb, 96, bad)

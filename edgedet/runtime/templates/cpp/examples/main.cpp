@@ -31,6 +31,7 @@
 
 #include "edgedet/config.hpp"
 #include "edgedet/detector.hpp"
+#include "edgedet/preprocess.h"
 
 #ifndef EDGEDET_DEFAULT_ARTIFACT
 #define EDGEDET_DEFAULT_ARTIFACT "../.."
@@ -172,6 +173,8 @@ double ms_since(std::chrono::steady_clock::time_point t0) {
     return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }
 
+constexpr const char* kResizeCodePaths[] = {"portable", "avx2", "avx512"};  // edgedet_preprocess_level
+
 // detect() and inference alone, interleaved so that both see the same machine noise.
 int time_mode(edgedet::Detector& det, const Image& im, int runs, int warmup, int threads) {
     const int stride = im.width * 3;
@@ -203,10 +206,11 @@ int time_mode(edgedet::Detector& det, const Image& im, int runs, int warmup, int
     std::printf("{\"runs\": %d, \"warmup\": %d, \"threads\": %d, \"image\": [%d, %d], \"resolution\": %d, "
                 "\"detect_p50_ms\": %.4f, \"detect_p90_ms\": %.4f, \"infer_p50_ms\": %.4f, \"infer_p90_ms\": %.4f, "
                 "\"preprocess_p50_ms\": %.4f, \"postprocess_p50_ms\": %.4f, \"new_calls_per_detect\": %.2f, "
-                "\"new_calls_per_infer\": %.2f, \"backend\": %s}\n",
+                "\"new_calls_per_infer\": %.2f, \"resize_code_path\": \"%s\", \"backend\": %s}\n",
                 runs, warmup, threads, im.width, im.height, det.resolution(), percentile(t_detect, 50),
                 percentile(t_detect, 90), percentile(t_infer, 50), percentile(t_infer, 90), percentile(t_pre, 50),
                 percentile(t_post, 50), double(news_detect) / runs, double(news_infer) / runs,
+                kResizeCodePaths[std::clamp(edgedet_preprocess_level(-1), 0, 2)],
                 json_str(det.backend_info().c_str()).c_str());
     return 0;
 }

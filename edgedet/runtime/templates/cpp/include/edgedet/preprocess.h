@@ -18,7 +18,16 @@ struct ResizeTables {
     std::vector<int> x0, x1, y0, y1;        // x as byte offsets into an RGB row (3 * column)
     std::vector<float> wx0, wx1, wy0, wy1;  // wx already divided by 255
     std::vector<float> row;                 // one source row pair blended over y: 3 * width floats
-    // Recomputes the tables when the size or resolution changed (the only time this allocates).
+    // The vector code paths (x86-64: AVX2, AVX-512): the blended row pair is kept as three planes and the columns
+    // of `block` outputs (8 or 16) are picked by permutes from the two (AVX-512: two or four) vectors of a plane
+    // that hold all of that block's sources. Same float32 operations in the same order as the portable path.
+    int level = -1;                         // code path the tables are laid out for: 0 portable, 1 AVX2, 2 AVX-512
+    int block = 0;                          // outputs per block (vector paths)
+    std::vector<int> base;                  // per block: its first source column, or -1 (block done one by one)
+    std::vector<int> vectors;               // per block: how many vectors its sources span (2 or 4)
+    std::vector<int> rel0, rel1;            // per output x: source column (x0, x1) minus its block's base
+    std::vector<float> planes;              // 3 planes of width + 4 * block floats
+    // Recomputes the tables when the size, resolution or code path changed (the only time this allocates).
     void update(int width, int height, int resolution);
 };
 
@@ -35,6 +44,11 @@ extern "C" {
 // 3 * width, resolution outside 1..8192); 2 out of memory. dst must hold 3 * resolution * resolution floats.
 // Thread-safe: the tables are kept per thread.
 int edgedet_preprocess(const uint8_t* rgb, int width, int height, int stride, int resolution, float* dst);
+
+// The code path the resize uses: 0 portable C++, 1 AVX2, 2 AVX-512 (x86-64 Linux builds pick the widest the CPU
+// has). max_level >= 0 caps it for the whole process (tests run every path on one machine); -1 only asks. Returns
+// the level in effect. Every level gives the same tensor bit for bit.
+int edgedet_preprocess_level(int max_level);
 
 #ifdef __cplusplus
 }
