@@ -86,8 +86,9 @@ int active_level() { return std::min(cpu_level(), g_max_level.load(std::memory_o
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12's false positive inside the AVX-512 headers
 #endif
 // The vector kernels. Per output row: the row pair is blended (float(u0) * wy0 + float(u1) * wy1, as blend_rows)
-// and split into R, G, B planes; then per plane and block of outputs, the two vectors at the block's base hold every
-// source column it needs, the left and right samples are permuted out of them and blended (l * wx0 + r * wx1).
+// and split into R, G, B planes; then per plane and block of outputs, the two (AVX-512: or four) vectors from the
+// block's base hold every source column it needs; the left and right samples are permuted out of them and blended
+// (l * wx0 + r * wx1).
 // mul, mul, add as separate intrinsics, contraction off: the portable path's roundings exactly.
 
 // The scalar edges of the vector kernels (same arithmetic): pixels [x, w) of a row pair into the planes, and
@@ -129,12 +130,10 @@ __attribute__((target("avx512f"))) inline void columns_avx512(const ResizeTables
     columns_from(m, t, 16 * blocks, r, d);
 }
 
-__attribute__((target("avx512f"))) void resize_avx512(const ResizeTables& m, const uint8_t* rgb, int stride,
-                                                      float* dst) {
+__attribute__((target("avx512f"))) void resize_avx512(ResizeTables& m, const uint8_t* rgb, int stride, float* dst) {
     const int r = m.resolution, w = m.width;
     const size_t plane = static_cast<size_t>(r) * r, pw = m.planes.size() / 3;
-    float* tc[3] = {const_cast<float*>(m.planes.data()), const_cast<float*>(m.planes.data()) + pw,
-                    const_cast<float*>(m.planes.data()) + 2 * pw};
+    float* tc[3] = {m.planes.data(), m.planes.data() + pw, m.planes.data() + 2 * pw};
     // channel c of 16 interleaved pixels (positions 3k + c of 48 floats in v0, v1, v2): two-source permutes, first
     // the positions below 32 (v0, v1), then the rest from v2
     __m512i first[3], second[3];
@@ -179,11 +178,10 @@ __attribute__((target("avx512f"))) void resize_avx512(const ResizeTables& m, con
     }
 }
 
-__attribute__((target("avx2"))) void resize_avx2(const ResizeTables& m, const uint8_t* rgb, int stride, float* dst) {
+__attribute__((target("avx2"))) void resize_avx2(ResizeTables& m, const uint8_t* rgb, int stride, float* dst) {
     const int r = m.resolution, w = m.width;
     const size_t plane = static_cast<size_t>(r) * r, pw = m.planes.size() / 3;
-    float* tc[3] = {const_cast<float*>(m.planes.data()), const_cast<float*>(m.planes.data()) + pw,
-                    const_cast<float*>(m.planes.data()) + 2 * pw};
+    float* tc[3] = {m.planes.data(), m.planes.data() + pw, m.planes.data() + 2 * pw};
     // channel c of 8 interleaved pixels (positions 3k + c of 24 floats in v0, v1, v2) sits in lanes no two of the
     // three vectors share: blend the three by those lanes, then one permute puts them in order
     __m256i order[3];
@@ -263,7 +261,7 @@ void ResizeTables::update(int w, int h, int r) {
         wx0[i] /= 255.0f;
         wx1[i] /= 255.0f;
     }
-    row.resize(static_cast<size_t>(w) * 3);
+    row.resize(lv ? 0 : static_cast<size_t>(w) * 3);  // the portable path's interleaved row; planes otherwise
     block = lv == 2 ? 16 : lv == 1 ? 8 : 0;
     base.assign(block ? r / block : 0, -1);
     vectors.assign(base.size(), 0);

@@ -17,7 +17,7 @@ struct ResizeTables {
     int width = -1, height = -1, resolution = -1;
     std::vector<int> x0, x1, y0, y1;        // x as byte offsets into an RGB row (3 * column)
     std::vector<float> wx0, wx1, wy0, wy1;  // wx already divided by 255
-    std::vector<float> row;                 // one source row pair blended over y: 3 * width floats
+    std::vector<float> row;                 // portable path: one source row pair blended over y, 3 * width floats
     // The vector code paths (x86-64: AVX2, AVX-512): the blended row pair is kept as three planes and the columns
     // of `block` outputs (8 or 16) are picked by permutes from the two (AVX-512: two or four) vectors of a plane
     // that hold all of that block's sources. Same float32 operations in the same order as the portable path.
